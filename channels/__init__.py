@@ -1,0 +1,1 @@
+"""Channel adapters (email, Telegram, web chat, voice): one folder each, registered by name."""

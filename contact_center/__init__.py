@@ -1,0 +1,1 @@
+"""The contact-center application: settings, CLI, web app, workers and wiring."""

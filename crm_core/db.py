@@ -1,0 +1,95 @@
+"""Database engines and sessions for SQLite (embedded) and PostgreSQL (scale-out)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=10000",
+)
+
+
+def normalize_database_url(url: str) -> str:
+    """Return ``url`` with the async driver this project uses for its backend.
+
+    ``sqlite:///x.db`` becomes ``sqlite+aiosqlite:///x.db`` and ``postgresql://``
+    (or ``postgres://``) becomes ``postgresql+asyncpg://``, so deployers can paste
+    the URLs their tools print.
+    """
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    parsed = make_url(url)
+    if parsed.drivername == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    elif parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def is_sqlite(url_or_engine: str | AsyncEngine) -> bool:
+    """Tell whether a URL or engine points at SQLite."""
+    if isinstance(url_or_engine, AsyncEngine):
+        return url_or_engine.dialect.name == "sqlite"
+    return make_url(normalize_database_url(url_or_engine)).get_backend_name() == "sqlite"
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    for pragma in SQLITE_PRAGMAS:
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
+    """Create an async engine; SQLite gets WAL, foreign keys and a busy timeout."""
+    url = normalize_database_url(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if not is_sqlite(url):
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    engine = create_async_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
+    return engine
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """A session factory whose objects stay readable after commit."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+class Database:
+    """One database: its engine and session factory, opened from a URL."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = normalize_database_url(url)
+        self.engine = create_engine(self.url, echo=echo)
+        self.sessions = create_session_factory(self.engine)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether this database is an SQLite file."""
+        return self.engine.dialect.name == "sqlite"
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction, committed on success, rolled back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

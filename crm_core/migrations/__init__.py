@@ -1,0 +1,1 @@
+"""Alembic migrations of the contact-center schema, run with ``contact-center migrate``."""

@@ -1,0 +1,64 @@
+"""Every table of the contact center; importing this registers them all on ``Base``."""
+
+from crm_core.models.admin import AuditLog, Segment
+from crm_core.models.agent import Agent, Team, agent_teams
+from crm_core.models.base import Base, utcnow
+from crm_core.models.customer import (
+    ClassificationRule,
+    Customer,
+    CustomerCategory,
+    CustomerIdentity,
+    CustomerTag,
+    CustomerTier,
+    LifecycleTransition,
+    MergeRecord,
+    Organization,
+)
+from crm_core.models.enums import (
+    AgentRole,
+    Availability,
+    Channel,
+    ConversationStatus,
+    Direction,
+    IdentityKind,
+    InteractionKind,
+    LifecycleStage,
+    TicketCategory,
+    TicketPriority,
+    TicketStatus,
+)
+from crm_core.models.service import Conversation, Interaction, Ticket, ticket_number
+
+__all__ = [
+    "Agent",
+    "AgentRole",
+    "AuditLog",
+    "Availability",
+    "Base",
+    "Channel",
+    "ClassificationRule",
+    "Conversation",
+    "ConversationStatus",
+    "Customer",
+    "CustomerCategory",
+    "CustomerIdentity",
+    "CustomerTag",
+    "CustomerTier",
+    "Direction",
+    "IdentityKind",
+    "Interaction",
+    "InteractionKind",
+    "LifecycleStage",
+    "LifecycleTransition",
+    "MergeRecord",
+    "Organization",
+    "Segment",
+    "Team",
+    "Ticket",
+    "TicketCategory",
+    "TicketPriority",
+    "TicketStatus",
+    "agent_teams",
+    "ticket_number",
+    "utcnow",
+]

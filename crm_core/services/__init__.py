@@ -1,0 +1,1 @@
+"""Domain services: validation (``check_*``) and changes inside the caller's transaction."""

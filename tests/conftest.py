@@ -1,0 +1,119 @@
+"""Shared fixtures: a migrated database on SQLite and on PostgreSQL for every service test.
+
+PostgreSQL comes from ``CC_TEST_POSTGRES_URL`` (an admin URL; default the local server).
+A private database is created for the run and dropped after it. When a service is missing
+the test is skipped on a developer machine and fails under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from crm_core import models, schema
+from crm_core.db import Database, create_engine, normalize_database_url
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+T = TypeVar("T")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_service(name: str, problem: str | None) -> None:
+    """Skip (developer machine) or fail (CI) when a service the test needs is missing."""
+    if problem is None:
+        return
+    message = f"{name} is not available: {problem}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: a missing service fails the run)")
+    pytest.skip(message)
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion in a thread of its own (safe inside a running loop)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+async def _admin_execute(statement: str) -> None:
+    engine = create_engine(POSTGRES_ADMIN_URL)
+    try:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _migrate(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await schema.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a freshly created, migrated PostgreSQL database private to this test run."""
+    name = f"cc_test_{uuid.uuid4().hex[:12]}"
+    try:
+        run_blocking(_admin_execute(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        require_service("PostgreSQL", f"{POSTGRES_ADMIN_URL}: {exc}")
+    url = make_url(normalize_database_url(POSTGRES_ADMIN_URL)).set(database=name)
+    rendered = url.render_as_string(hide_password=False)
+    run_blocking(_migrate(rendered))
+    yield rendered
+    run_blocking(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file that each test copies, so migrating happens once."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    run_blocking(_migrate(f"sqlite:///{path}"))
+    return path
+
+
+async def truncate_all(database: Database) -> None:
+    """Empty every table of a PostgreSQL test database and reset its id sequences."""
+    tables = ", ".join(f'"{t.name}"' for t in models.Base.metadata.sorted_tables)
+    async with database.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated, empty database: once on SQLite, once on PostgreSQL."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "cc.db"
+        shutil.copyfile(template, path)
+        database = Database(f"sqlite:///{path}")
+    else:
+        database = Database(request.getfixturevalue("postgres_url"))
+        await truncate_all(database)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the PostgreSQL variants, so ``-m 'not postgres'`` runs SQLite only."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("db") == "postgres":
+            item.add_marker(pytest.mark.postgres)
