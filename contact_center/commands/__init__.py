@@ -1,0 +1,1 @@
+"""Sub-command groups of the ``contact-center`` CLI, one module each."""
