@@ -1,0 +1,42 @@
+# Set-up and everyday commands. `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: install run test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/contact-center migrate
+	$(BIN)/contact-center demo
+	@echo ""
+	@echo "  Contact center: http://$(HOST):$(PORT)/   (health: /healthz, /readyz)"
+	@echo "  Demo login:     admin / admin-demo-2026   (agents: <login> / agent-demo-2026)"
+	@echo ""
+	$(BIN)/contact-center serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	@set -e; for script in bench/[!_]*.py; do \
+		echo "== $$script"; $(BIN)/python $$script; \
+	done
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache
