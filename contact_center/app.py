@@ -6,11 +6,13 @@ import asyncio
 
 import structlog
 from aiohttp import web
+from sqlalchemy import func, select
 
 from contact_center.runtime import open_database
 from contact_center.settings import Settings
 from crm_core import schema
 from crm_core.db import Database
+from crm_core.models import Agent, Customer, Ticket, TicketStatus
 
 log = structlog.get_logger(__name__)
 DATABASE_KEY = web.AppKey("database", Database)
@@ -39,6 +41,40 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "database_revision": current})
 
 
+INDEX_PAGE = """<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8"><title>Contact center · 客户联络中心</title>
+<style>body{{font-family:system-ui,"WenQuanYi Micro Hei",sans-serif;margin:3rem;color:#222}}
+td{{padding:.2rem 1rem .2rem 0}}</style></head>
+<body><h1>Contact center · 客户联络中心</h1>
+<p>The service is running. 服务运行中。</p>
+<table><tr><td>Customers · 客户</td><td>{customers}</td></tr>
+<tr><td>Open tickets · 未结工单</td><td>{tickets}</td></tr>
+<tr><td>Agents · 坐席</td><td>{agents}</td></tr></table>
+<p>The agent console arrives with the next release; until then use the
+<code>contact-center</code> command. 坐席工作台即将推出，目前请使用命令行。</p>
+<p><a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></p></body></html>
+"""
+
+
+async def index(request: web.Request) -> web.Response:
+    """A bilingual landing page with the size of the data set."""
+    database = request.app[DATABASE_KEY]
+    async with database.sessions() as session:
+        customers = await session.scalar(
+            select(func.count()).select_from(Customer).where(Customer.deleted_at.is_(None))
+        )
+        tickets = await session.scalar(
+            select(func.count())
+            .select_from(Ticket)
+            .where(Ticket.status.not_in([TicketStatus.RESOLVED, TicketStatus.CLOSED]))
+        )
+        agents = await session.scalar(
+            select(func.count()).select_from(Agent).where(Agent.active.is_(True))
+        )
+    body = INDEX_PAGE.format(customers=customers, tickets=tickets, agents=agents)
+    return web.Response(text=body, content_type="text/html")
+
+
 def create_app(settings: Settings, database: Database | None = None) -> web.Application:
     """Build the application; the database is opened from settings unless one is given."""
     app = web.Application()
@@ -51,6 +87,7 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
             await app[DATABASE_KEY].dispose()
 
     app.on_cleanup.append(close_database)
+    app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
