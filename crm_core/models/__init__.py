@@ -27,6 +27,7 @@ from crm_core.models.enums import (
     TicketPriority,
     TicketStatus,
 )
+from crm_core.models.queue import QueueEntry
 from crm_core.models.service import Conversation, Interaction, Ticket, ticket_number
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "LifecycleTransition",
     "MergeRecord",
     "Organization",
+    "QueueEntry",
     "Segment",
     "Team",
     "Ticket",

@@ -1,0 +1,203 @@
+"""The bus between channel adapters and the routing engine.
+
+``DatabaseBus`` is the embedded default: a durable table with leases, retries with
+exponential backoff and a dead-letter state an admin can see and replay. Acknowledging
+inside the transaction that recorded a message's effects makes processing exactly-once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_core.db import Database
+from crm_core.models import QueueEntry, utcnow
+
+READY = "ready"
+DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One claimed entry: its payload and how many times it has been tried."""
+
+    id: int
+    topic: str
+    key: str
+    payload: str
+    attempts: int
+    worker: str
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often to retry and how long to wait: base × 2^(attempt-1), capped."""
+
+    max_attempts: int = 5
+    base_delay: timedelta = timedelta(seconds=2)
+    max_delay: timedelta = timedelta(minutes=10)
+    lease: timedelta = timedelta(seconds=60)
+
+    def delay(self, attempts: int) -> timedelta:
+        """The wait before the next try after ``attempts`` failed tries."""
+        return min(self.base_delay * (2 ** max(attempts - 1, 0)), self.max_delay)
+
+
+class Bus(Protocol):
+    """What the adapters and the engine need of a bus."""
+
+    async def publish(self, topic: str, key: str, payload: str) -> bool:
+        """Queue a payload once per key; ``False`` when the key was already queued."""
+        ...
+
+    async def claim(self, topic: str, worker: str, limit: int) -> list[Delivery]:
+        """Lease up to ``limit`` entries for ``worker``."""
+        ...
+
+    async def fail(self, delivery: Delivery, error: str) -> bool:
+        """Schedule a retry, or dead-letter after the last attempt; ``True`` when dead."""
+        ...
+
+
+class DatabaseBus:
+    """A durable queue in the contact center's own database (SQLite or PostgreSQL)."""
+
+    def __init__(self, database: Database, policy: RetryPolicy | None = None) -> None:
+        self.database = database
+        self.policy = policy or RetryPolicy()
+
+    async def publish(self, topic: str, key: str, payload: str) -> bool:
+        """Insert the entry unless its key is already queued (ON CONFLICT DO NOTHING)."""
+        insert = pg_insert if not self.database.is_sqlite else sqlite_insert
+        now = utcnow()
+        statement = (
+            insert(QueueEntry)
+            .values(
+                topic=topic, key=key, payload=payload, status=READY, attempts=0,
+                available_at=now, created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["topic", "key"])
+        )
+        async with self.database.transaction() as session:
+            result = await session.execute(statement)
+        return bool(result.rowcount)
+
+    async def claim(self, topic: str, worker: str, limit: int = 50) -> list[Delivery]:
+        """Lease the oldest due entries; expired leases (a dead worker's) are taken over."""
+        now = utcnow()
+        due = and_(
+            QueueEntry.topic == topic,
+            QueueEntry.status == READY,
+            QueueEntry.available_at <= now,
+            or_(QueueEntry.lease_until.is_(None), QueueEntry.lease_until < now),
+        )
+        async with self.database.transaction() as session:
+            await self._bury_exhausted(session, due)
+            candidates = select(QueueEntry.id).where(due).order_by(QueueEntry.id).limit(limit)
+            if not self.database.is_sqlite:
+                candidates = candidates.with_for_update(skip_locked=True)
+            rows = await session.execute(
+                update(QueueEntry)
+                .where(QueueEntry.id.in_(candidates.scalar_subquery()))
+                .values(
+                    lease_until=now + self.policy.lease,
+                    leased_by=worker,
+                    attempts=QueueEntry.attempts + 1,
+                )
+                .returning(
+                    QueueEntry.id, QueueEntry.topic, QueueEntry.key, QueueEntry.payload,
+                    QueueEntry.attempts,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            deliveries = [Delivery(*row, worker=worker) for row in rows]
+        return sorted(deliveries, key=lambda d: d.id)
+
+    async def _bury_exhausted(self, session: AsyncSession, due: object) -> None:
+        """Dead-letter entries whose lease expired on their last allowed attempt.
+
+        A message that kills its worker every time never reaches ``fail``; this is
+        where it stops being retried.
+        """
+        await session.execute(
+            update(QueueEntry)
+            .where(
+                due,  # type: ignore[arg-type]
+                QueueEntry.attempts >= self.policy.max_attempts,
+                QueueEntry.lease_until.is_not(None),
+            )
+            .values(
+                status=DEAD,
+                lease_until=None,
+                last_error=func.coalesce(QueueEntry.last_error, "")
+                + "lease expired on the last attempt (did the worker die?)",
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    async def ack(self, delivery: Delivery, session: AsyncSession | None = None) -> bool:
+        """Remove a processed entry; pass the session of the work to make both one commit.
+
+        Returns ``False`` when the lease was lost (another worker took the entry over).
+        """
+        statement = delete(QueueEntry).where(
+            QueueEntry.id == delivery.id, QueueEntry.leased_by == delivery.worker
+        )
+        if session is not None:
+            result = await session.execute(statement)
+            return bool(result.rowcount)
+        async with self.database.transaction() as own:
+            result = await own.execute(statement)
+        return bool(result.rowcount)
+
+    async def fail(self, delivery: Delivery, error: str) -> bool:
+        """Record the error; retry after a backoff or dead-letter after the last attempt."""
+        dead = delivery.attempts >= self.policy.max_attempts
+        values: dict[str, object] = {"lease_until": None, "last_error": error[:4000]}
+        if dead:
+            values["status"] = DEAD
+        else:
+            values["available_at"] = utcnow() + self.policy.delay(delivery.attempts)
+        async with self.database.transaction() as session:
+            await session.execute(
+                update(QueueEntry)
+                .where(QueueEntry.id == delivery.id, QueueEntry.leased_by == delivery.worker)
+                .values(**values)
+            )
+        return dead
+
+    async def dead_letters(self, topic: str | None = None, limit: int = 100) -> list[QueueEntry]:
+        """Entries that gave up, newest first, with their last error."""
+        async with self.database.sessions() as session:
+            query = select(QueueEntry).where(QueueEntry.status == DEAD)
+            if topic:
+                query = query.where(QueueEntry.topic == topic)
+            rows = await session.scalars(query.order_by(QueueEntry.id.desc()).limit(limit))
+            return list(rows)
+
+    async def replay(self, entry_id: int) -> bool:
+        """Put a dead entry back in the queue with a fresh count of attempts."""
+        async with self.database.transaction() as session:
+            result = await session.execute(
+                update(QueueEntry)
+                .where(QueueEntry.id == entry_id, QueueEntry.status == DEAD)
+                .values(status=READY, attempts=0, available_at=utcnow(), lease_until=None)
+            )
+        return bool(result.rowcount)
+
+    async def pending(self, topic: str) -> int:
+        """How many entries of a topic are waiting or leased (not dead)."""
+        async with self.database.sessions() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(QueueEntry)
+                .where(QueueEntry.topic == topic, QueueEntry.status == READY)
+            )
+        return int(count or 0)
+
