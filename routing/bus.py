@@ -21,13 +21,15 @@ from crm_core.models import QueueEntry, utcnow
 
 READY = "ready"
 DEAD = "dead"
+LEASE_EXPIRED = "lease expired on the last attempt (did the worker die?)"
 
 
 @dataclass(frozen=True)
 class Delivery:
     """One claimed entry: its payload and how many times it has been tried."""
 
-    id: int
+    id: int | str
+    """The entry's id: a row id on the database bus, a stream id on Redis."""
     topic: str
     key: str
     payload: str
@@ -136,7 +138,7 @@ class DatabaseBus:
                 status=DEAD,
                 lease_until=None,
                 last_error=func.coalesce(QueueEntry.last_error, "")
-                + "lease expired on the last attempt (did the worker die?)",
+                + LEASE_EXPIRED,
             )
             .execution_options(synchronize_session=False)
         )

@@ -111,6 +111,30 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
         await database.dispose()
 
 
+REDIS_URL = os.environ.get("CC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[Any]:
+    """A Redis client on the test server; every key the test made is removed after it."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        require_service("Redis", f"{REDIS_URL}: {exc}")
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix private to one test."""
+    return f"cctest:{uuid.uuid4().hex[:10]}"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the PostgreSQL variants, so ``-m 'not postgres'`` runs SQLite only."""
     for item in items:

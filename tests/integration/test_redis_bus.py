@@ -1,0 +1,76 @@
+"""The Redis Streams bus against a real Redis: once per key, takeover, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from routing.bus import RetryPolicy
+from routing.redis_bus import RedisStreamBus
+
+TOPIC = "inbound"
+FAST = RetryPolicy(max_attempts=2, lease=timedelta(milliseconds=50))
+
+
+@pytest.fixture
+async def bus(redis_client: Any, redis_prefix: str) -> AsyncIterator[RedisStreamBus]:
+    yield RedisStreamBus(redis_client, FAST, prefix=redis_prefix)
+    keys = [k async for k in redis_client.scan_iter(match=f"{redis_prefix}:*")]
+    if keys:
+        await redis_client.delete(*keys)
+
+
+async def test_publish_once_per_key_and_claim_then_ack(bus: RedisStreamBus) -> None:
+    assert await bus.publish(TOPIC, "imap:1:1", '{"n": 1}') is True
+    assert await bus.publish(TOPIC, "imap:1:1", '{"n": 1}') is False
+    assert await bus.publish(TOPIC, "imap:1:2", '{"n": 2}') is True
+    batch = await bus.claim(TOPIC, "w1", limit=10)
+    assert [(d.key, d.payload, d.attempts) for d in batch] == [
+        ("imap:1:1", '{"n": 1}', 1), ("imap:1:2", '{"n": 2}', 1)
+    ]
+    assert await bus.claim(TOPIC, "w2", limit=10) == []  # both are leased to w1
+    for delivery in batch:
+        assert await bus.ack(delivery) is True
+    assert await bus.pending(TOPIC) == 0
+
+
+async def test_a_dead_workers_entries_are_taken_over(bus: RedisStreamBus) -> None:
+    await bus.publish(TOPIC, "k", "{}")
+    [lost] = await bus.claim(TOPIC, "dead-worker")
+    await asyncio.sleep(0.1)  # the lease (50 ms) runs out
+    [taken] = await bus.claim(TOPIC, "w2")
+    assert taken.id == lost.id and taken.attempts == 2
+    assert await bus.ack(taken) is True
+
+
+async def test_failed_entry_retries_then_goes_to_dead_letters_and_replays(
+    bus: RedisStreamBus,
+) -> None:
+    await bus.publish(TOPIC, "poison", "payload")
+    [first] = await bus.claim(TOPIC, "w")
+    assert await bus.fail(first, "boom 1") is False
+    await asyncio.sleep(0.1)
+    [second] = await bus.claim(TOPIC, "w")
+    assert second.attempts == 2
+    assert await bus.fail(second, "boom 2") is True
+    assert await bus.claim(TOPIC, "w") == []
+    [dead] = await bus.dead_letters(TOPIC)
+    assert dead["key"] == "poison" and dead["error"] == "boom 2"
+    assert await bus.replay(TOPIC, dead["id"]) is True
+    [again] = await bus.claim(TOPIC, "w")
+    assert again.payload == "payload" and again.attempts == 1
+    assert await bus.dead_letters(TOPIC) == []
+
+
+async def test_entry_that_kills_every_worker_ends_dead(bus: RedisStreamBus) -> None:
+    await bus.publish(TOPIC, "crasher", "{}")
+    for _ in range(FAST.max_attempts):
+        assert len(await bus.claim(TOPIC, "w")) == 1
+        await asyncio.sleep(0.1)
+    assert await bus.claim(TOPIC, "w") == []
+    [dead] = await bus.dead_letters(TOPIC)
+    assert "lease expired" in dead["error"]
