@@ -10,6 +10,7 @@ from crm_core.models.customer import (
     CustomerIdentity,
     CustomerTag,
     CustomerTier,
+    DuplicateSuggestion,
     LifecycleTransition,
     MergeRecord,
     Organization,
@@ -27,6 +28,7 @@ from crm_core.models.enums import (
     TicketPriority,
     TicketStatus,
 )
+from crm_core.models.outbox import OutboxMessage
 from crm_core.models.queue import QueueEntry
 from crm_core.models.service import Conversation, Interaction, Ticket, ticket_number
 
@@ -46,6 +48,7 @@ __all__ = [
     "CustomerTag",
     "CustomerTier",
     "Direction",
+    "DuplicateSuggestion",
     "IdentityKind",
     "Interaction",
     "InteractionKind",
@@ -53,6 +56,7 @@ __all__ = [
     "LifecycleTransition",
     "MergeRecord",
     "Organization",
+    "OutboxMessage",
     "QueueEntry",
     "Segment",
     "Team",

@@ -245,3 +245,27 @@ class MergeRecord(Base):
     snapshot: Mapped[dict[str, Any]] = mapped_column(default=dict)
     moved: Mapped[dict[str, Any]] = mapped_column(default=dict)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DuplicateSuggestion(Base):
+    """Evidence that two customers may be one person, for an agent to confirm or dismiss."""
+
+    __tablename__ = "duplicate_suggestions"
+    __table_args__ = (UniqueConstraint("customer_id", "candidate_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    candidate_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    score: Mapped[float]
+    reasons: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Which signals agreed and how strongly (name, phone, email, birthday, address)."""
+    source: Mapped[str] = mapped_column(String(20), default="routing")
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    """``open``, ``merged`` or ``dismissed``."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(100))

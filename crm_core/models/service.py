@@ -39,6 +39,12 @@ class Conversation(Base):
         ForeignKey("agents.id", ondelete="SET NULL"), index=True
     )
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
+    participants: Mapped[list[str]] = mapped_column(default=list)
+    """Handles taking part besides the customer (e-mail To/Cc), for thread membership."""
+    related_conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL")
+    )
+    """A conversation this one points at but was kept apart from (e.g. a stranger's reply)."""
     last_message_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -67,6 +73,8 @@ class Interaction(Base):
     """Metadata of stored files: name, content type, size, blob key."""
     external_id: Mapped[str | None] = mapped_column(String(500), unique=True)
     """The channel's idempotency key; a second insert of it fails."""
+    message_ref: Mapped[str | None] = mapped_column(String(500), index=True)
+    """The channel's message id (an e-mail Message-ID), for threading replies."""
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -97,6 +105,7 @@ class Ticket(Base):
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
     tags: Mapped[list[str]] = mapped_column(default=list)
     description: Mapped[str | None] = mapped_column(Text)
+    reopen_count: Mapped[int] = mapped_column(default=0)
     first_response_due_at: Mapped[datetime | None]
     resolution_due_at: Mapped[datetime | None]
     first_responded_at: Mapped[datetime | None]
