@@ -134,6 +134,8 @@ def _register_command_groups() -> None:
 
     main.add_command(customers.customers)
     main.add_command(demo.demo)
+    from contact_center.commands import classify
+    main.add_command(classify.classes)
 
 
 _register_command_groups()
