@@ -94,14 +94,32 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
 
 
 async def serve_forever(settings: Settings) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted; in embedded mode also route messages and send the outbox."""
+    from contact_center.wiring import build_dispatcher, build_engine, redis_client
+    from contact_center.worker import dispatch_loop, run_routing
+
     app = create_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, settings.http.host, settings.http.port)
     await site.start()
     log.info("http.listening", host=settings.http.host, port=settings.http.port)
+    stop = asyncio.Event()
+    background: list[asyncio.Task[None]] = []
+    redis = redis_client(settings)
+    if settings.routing.embedded_worker:
+        database = app[DATABASE_KEY]
+        engine = build_engine(settings, database, redis)
+        background.append(asyncio.create_task(run_routing(engine, stop)))
+        background.append(
+            asyncio.create_task(dispatch_loop(build_dispatcher(settings, database), stop))
+        )
+        log.info("routing.embedded", bus=type(engine.bus).__name__)
     try:
         await asyncio.Event().wait()
     finally:
+        stop.set()
+        await asyncio.gather(*background, return_exceptions=True)
+        if redis is not None:
+            await redis.aclose()
         await runner.cleanup()

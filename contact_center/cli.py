@@ -134,8 +134,13 @@ def _register_command_groups() -> None:
 
     main.add_command(customers.customers)
     main.add_command(demo.demo)
-    from contact_center.commands import classify
+    from contact_center.commands import classify, customer_admin, routing_cmds
+
+    del customer_admin  # imported for its commands on the customers group
+
     main.add_command(classify.classes)
+    main.add_command(routing_cmds.worker)
+    main.add_command(routing_cmds.bus)
 
 
 _register_command_groups()

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+SQLITE_BEGIN_OPTION = "sqlite_begin"
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
@@ -48,10 +49,20 @@ def is_sqlite(url_or_engine: str | AsyncEngine) -> bool:
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own implicit BEGIN is switched off; ``_begin_sqlite`` emits ours,
+    # which makes SAVEPOINT work and lets writers take the lock up front.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     for pragma in SQLITE_PRAGMAS:
         cursor.execute(pragma)
     cursor.close()
+
+
+def _begin_sqlite(connection: Any) -> None:
+    """BEGIN IMMEDIATE for write transactions, so concurrent writers queue on the busy
+    timeout instead of failing with "database is locked" when a read upgrades to a write."""
+    mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
+    connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
@@ -63,6 +74,7 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _begin_sqlite)
     return engine
 
 
@@ -78,6 +90,13 @@ class Database:
         self.url = normalize_database_url(url)
         self.engine = create_engine(self.url, echo=echo)
         self.sessions = create_session_factory(self.engine)
+        """Sessions for reading (and short writes that do not read first)."""
+        self.write_sessions = create_session_factory(
+            self.engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+            if self.engine.dialect.name == "sqlite"
+            else self.engine
+        )
+        """Sessions whose transactions take the SQLite write lock when they begin."""
 
     @property
     def is_sqlite(self) -> bool:
@@ -86,8 +105,8 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction, committed on success, rolled back on error."""
-        async with self.sessions() as session, session.begin():
+        """A write transaction, committed on success, rolled back on error."""
+        async with self.write_sessions() as session, session.begin():
             yield session
 
     async def dispose(self) -> None:

@@ -1,0 +1,83 @@
+"""Plugs the parts together from settings: bus, routing engine, events, outbox dispatcher."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from routing.rules import load_rules
+
+from contact_center.settings import Settings
+from crm_core.db import Database
+from routing.adapters import ChannelRegistry
+from routing.bus import DatabaseBus, RetryPolicy
+from routing.context import RoutingConfig
+from routing.engine import RoutingEngine
+from routing.events import EventBus, RedisEventForwarder
+from routing.outbox import OutboxDispatcher
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The bus's retry policy from the routing settings."""
+    routing = settings.routing
+    return RetryPolicy(
+        max_attempts=routing.max_attempts,
+        base_delay=timedelta(seconds=routing.retry_base_seconds),
+        lease=timedelta(seconds=routing.lease_seconds),
+    )
+
+
+def routing_config(settings: Settings) -> RoutingConfig:
+    """The pipeline's configuration, with the rules file loaded."""
+    routing = settings.routing
+    return RoutingConfig(
+        region=settings.locale.default_region,
+        rules=load_rules(routing.rules_file),
+        link_threshold=routing.link_threshold,
+        suggest_threshold=routing.suggest_threshold,
+        chat_idle_gap=timedelta(minutes=routing.chat_idle_minutes),
+        default_language=settings.locale.default_language,
+    )
+
+
+def redis_client(settings: Settings) -> Any | None:
+    """A Redis client when scale-out is configured, else ``None``."""
+    if not settings.redis_url:
+        return None
+    from redis.asyncio import Redis
+
+    return Redis.from_url(settings.redis_url)
+
+
+def build_bus(settings: Settings, database: Database, redis: Any | None) -> Any:
+    """Redis Streams in scale-out mode, the database table otherwise."""
+    if redis is not None:
+        from routing.redis_bus import RedisStreamBus
+
+        return RedisStreamBus(redis, retry_policy(settings))
+    return DatabaseBus(database, retry_policy(settings))
+
+
+def build_events(redis: Any | None) -> EventBus:
+    """In-process events, forwarded to Redis pub/sub in scale-out mode."""
+    events = EventBus()
+    if redis is not None:
+        events.forwarders.append(RedisEventForwarder(redis))
+    return events
+
+
+def build_engine(settings: Settings, database: Database, redis: Any | None = None) -> RoutingEngine:
+    """The routing engine on the configured bus."""
+    return RoutingEngine(
+        database,
+        build_bus(settings, database, redis),
+        routing_config(settings),
+        build_events(redis),
+    )
+
+
+def build_dispatcher(
+    settings: Settings, database: Database, registry: ChannelRegistry | None = None
+) -> OutboxDispatcher:
+    """The outbox dispatcher over the configured channel adapters."""
+    return OutboxDispatcher(database, registry or ChannelRegistry(), retry_policy(settings))

@@ -1,0 +1,101 @@
+"""Domain events: names as constants, in-process subscribers, Redis pub/sub for scale-out.
+
+Events are collected while a message is processed and published only after its
+transaction commits, so no listener ever sees a rolled-back change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import structlog
+
+from crm_core.models import utcnow
+
+log = structlog.get_logger(__name__)
+
+CUSTOMER_CREATED = "customer.created"
+INTERACTION_LOGGED = "interaction.logged"
+TICKET_CREATED = "ticket.created"
+TICKET_UPDATED = "ticket.updated"
+CONVERSATION_ASSIGNED = "conversation.assigned"
+NOTIFICATION = "notification"
+ALL_EVENTS = (
+    CUSTOMER_CREATED, INTERACTION_LOGGED, TICKET_CREATED, TICKET_UPDATED,
+    CONVERSATION_ASSIGNED, NOTIFICATION,
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened, with the ids a listener needs to look it up."""
+
+    name: str
+    data: dict[str, Any]
+    at: datetime = field(default_factory=utcnow)
+
+    def to_json(self) -> str:
+        """The event as JSON, for Redis pub/sub and websockets."""
+        return json.dumps(
+            {"name": self.name, "data": self.data, "at": self.at.isoformat()},
+            ensure_ascii=False,
+            default=str,
+        )
+
+
+Listener = Callable[[Event], Awaitable[None]]
+
+
+class EventSink(Protocol):
+    """Where committed events go."""
+
+    async def publish(self, events: Iterable[Event]) -> None:
+        """Deliver events, in order."""
+        ...
+
+
+class EventBus:
+    """In-process publish/subscribe; a failing listener is logged and never stops the others."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, list[Listener]] = defaultdict(list)
+        self.forwarders: list[EventSink] = []
+
+    def subscribe(self, name: str, listener: Listener) -> None:
+        """Call ``listener`` for every event named ``name`` (``*`` for all)."""
+        self._listeners[name].append(listener)
+
+    async def publish(self, events: Iterable[Event]) -> None:
+        """Deliver to local listeners, then to forwarders (e.g. Redis for other nodes)."""
+        batch = list(events)
+        for event in batch:
+            for listener in (*self._listeners.get(event.name, ()), *self._listeners.get("*", ())):
+                try:
+                    await listener(event)
+                except Exception:
+                    log.exception("event.listener_failed", event_name=event.name)
+        for forwarder in self.forwarders:
+            try:
+                await forwarder.publish(batch)
+            except Exception:
+                log.exception("event.forward_failed")
+
+
+class RedisEventForwarder:
+    """Publishes events on a Redis channel so every web node can push them to consoles."""
+
+    def __init__(self, redis: Any, channel: str = "cc:events") -> None:
+        self.redis = redis
+        self.channel = channel
+
+    async def publish(self, events: Iterable[Event]) -> None:
+        """One PUBLISH per event, pipelined."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.publish(self.channel, event.to_json())
+            await pipe.execute()

@@ -1,0 +1,202 @@
+"""The outbox: replies written with their interaction in one transaction, then dispatched.
+
+A dispatcher claims due messages with a lease, sends them through the channel's
+adapter, and records the result: sent (with the provider's id), retried with backoff,
+or failed for good — visible to agents, who can retry it. Sending is at-least-once:
+a crash between the provider's acceptance and our record re-sends after the lease;
+adapters use the outbox id as the provider-side idempotency key where one exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_core.db import Database
+from crm_core.models import (
+    Channel,
+    Conversation,
+    Customer,
+    Direction,
+    Interaction,
+    InteractionKind,
+    OutboxMessage,
+    utcnow,
+)
+from routing.adapters import ChannelRegistry, PermanentSendError
+from routing.bus import RetryPolicy
+from routing.envelope import OutboundMessage, SenderHandles, ThreadHints
+
+log = structlog.get_logger(__name__)
+
+PENDING = "pending"
+SENDING = "sending"
+SENT = "sent"
+FAILED = "failed"
+
+
+async def enqueue_reply(
+    session: AsyncSession,
+    *,
+    conversation: Conversation,
+    customer: Customer,
+    channel: Channel,
+    to: SenderHandles,
+    text: str,
+    subject: str | None = None,
+    html: str | None = None,
+    in_reply_to: str | None = None,
+    agent_id: int | None = None,
+    automated: bool = False,
+) -> OutboxMessage:
+    """Log an outbound interaction and queue its delivery, in the caller's transaction."""
+    interaction = Interaction(
+        conversation_id=conversation.id,
+        customer_id=customer.id,
+        channel=channel,
+        direction=Direction.OUTBOUND,
+        kind=InteractionKind.MESSAGE,
+        subject=subject,
+        text=text,
+        html=html,
+        agent_id=agent_id,
+        meta={"automated": automated},
+    )
+    session.add(interaction)
+    await session.flush()
+    thread = ThreadHints(
+        in_reply_to=in_reply_to,
+        references=(in_reply_to,) if in_reply_to else (),
+        chat_id=conversation.thread_key if channel != Channel.EMAIL else None,
+    )
+    message = OutboxMessage(
+        channel=channel,
+        customer_id=customer.id,
+        conversation_id=conversation.id,
+        interaction_id=interaction.id,
+        payload={
+            "to": to.model_dump(exclude_none=True),
+            "thread": thread.model_dump(exclude_defaults=True),
+            "subject": subject,
+            "text": text,
+            "html": html,
+        },
+    )
+    session.add(message)
+    await session.flush()
+    return message
+
+
+def to_outbound(row: OutboxMessage | Any) -> OutboundMessage:
+    """The adapter-facing message of an outbox row."""
+    payload = row.payload
+    return OutboundMessage(
+        outbox_id=row.id,
+        channel=row.channel,
+        to=SenderHandles(**payload.get("to", {})),
+        thread=ThreadHints(**payload.get("thread", {})),
+        subject=payload.get("subject"),
+        text=payload.get("text"),
+        html=payload.get("html"),
+        created_at=row.created_at,
+    )
+
+
+class OutboxDispatcher:
+    """Sends due outbox messages through the registered channel adapters."""
+
+    def __init__(
+        self, database: Database, registry: ChannelRegistry, policy: RetryPolicy | None = None
+    ) -> None:
+        self.database = database
+        self.registry = registry
+        self.policy = policy or RetryPolicy()
+
+    async def _claim(self, limit: int) -> list[OutboxMessage]:
+        now = utcnow()
+        due = or_(
+            (OutboxMessage.status == PENDING) & (OutboxMessage.next_attempt_at <= now),
+            (OutboxMessage.status == SENDING) & (OutboxMessage.lease_until < now),
+        )
+        async with self.database.transaction() as session:
+            ids = select(OutboxMessage.id).where(due).order_by(OutboxMessage.id).limit(limit)
+            if not self.database.is_sqlite:
+                ids = ids.with_for_update(skip_locked=True)
+            claimed = await session.scalars(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(ids.scalar_subquery()))
+                .values(
+                    status=SENDING,
+                    lease_until=now + self.policy.lease,
+                    attempts=OutboxMessage.attempts + 1,
+                )
+                .returning(OutboxMessage)
+                .execution_options(synchronize_session=False)
+            )
+            return sorted(claimed, key=lambda m: m.id)
+
+    async def dispatch_once(self, limit: int = 20) -> int:
+        """Send what is due; returns how many messages were tried."""
+        messages = await self._claim(limit)
+        for message in messages:
+            await self._send(message)
+        return len(messages)
+
+    async def _send(self, message: OutboxMessage) -> None:
+        adapter = self.registry.get(message.channel)
+        bound = log.bind(outbox_id=message.id, channel=message.channel.value,
+                         customer_id=message.customer_id)
+        error: str | None = None
+        permanent = False
+        provider_id: str | None = None
+        if adapter is None:
+            error = f"no adapter configured for channel {message.channel.value}"
+        else:
+            try:
+                provider_id = await adapter.send(to_outbound(message))
+            except PermanentSendError as exc:
+                error, permanent = str(exc) or type(exc).__name__, True
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        async with self.database.transaction() as session:
+            if error is None:
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id == message.id)
+                    .values(status=SENT, sent_at=utcnow(), provider_id=provider_id,
+                            lease_until=None, last_error=None)
+                )
+                if provider_id and message.interaction_id:
+                    await session.execute(
+                        update(Interaction)
+                        .where(Interaction.id == message.interaction_id)
+                        .values(message_ref=provider_id)
+                    )
+                bound.info("outbox.sent", provider_id=provider_id)
+                return
+            final = permanent or message.attempts >= self.policy.max_attempts
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message.id)
+                .values(
+                    status=FAILED if final else PENDING,
+                    last_error=error[:4000],
+                    lease_until=None,
+                    next_attempt_at=utcnow() + self.policy.delay(message.attempts),
+                )
+            )
+            bound.warning("outbox.send_failed", error=error, final=final,
+                          attempts=message.attempts)
+
+    async def retry(self, outbox_id: int) -> bool:
+        """Put a failed message back in the queue (an agent pressed retry)."""
+        async with self.database.transaction() as session:
+            result = await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == outbox_id, OutboxMessage.status == FAILED)
+                .values(status=PENDING, attempts=0, next_attempt_at=utcnow(), last_error=None)
+            )
+        return bool(result.rowcount)

@@ -1,0 +1,27 @@
+"""The order of the routing steps, declared in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from routing.context import RoutingContext
+from routing.steps.assign import assign
+from routing.steps.dedupe import dedupe
+from routing.steps.identify import identify
+from routing.steps.log import log
+from routing.steps.rules import rules
+from routing.steps.thread import thread
+from routing.steps.ticket import ticket
+
+Step = Callable[[RoutingContext], Awaitable[None]]
+
+DEFAULT_PIPELINE: tuple[tuple[str, Step], ...] = (
+    ("dedupe", dedupe),
+    ("identify", identify),
+    ("thread", thread),
+    ("log", log),
+    ("ticket", ticket),
+    ("assign", assign),
+    ("rules", rules),
+)
+"""dedupe → identify → thread → log → ticket → assign → rules; events follow the commit."""

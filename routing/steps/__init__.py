@@ -1,0 +1,1 @@
+"""Pipeline steps, one file each; their order is declared in ``routing.pipeline``."""

@@ -1,0 +1,136 @@
+"""identify: find the customer behind a message, or create a lead.
+
+Exact matches on normalized identities link at once. Otherwise the fuzzy matcher
+proposes candidates: one above the link threshold is linked, the rest become possible
+duplicate suggestions on a new lead customer, for an agent to confirm.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from crm_core.errors import ValidationError
+from crm_core.models import Customer, CustomerIdentity, IdentityKind
+from crm_core.normalize import normalize_email, normalize_phone
+from crm_core.services.customers import create_customer, find_identity_owners, get_customer
+from routing.context import RoutingContext
+from routing.events import CUSTOMER_CREATED
+
+_KIND_ORDER = (IdentityKind.EMAIL, IdentityKind.PHONE, IdentityKind.TELEGRAM, IdentityKind.WEBCHAT)
+
+
+def envelope_handles(ctx: RoutingContext) -> list[tuple[IdentityKind, str]]:
+    """The sender's normalized handles; an unreadable one is skipped and noted."""
+    sender = ctx.envelope.sender
+    handles: list[tuple[IdentityKind, str]] = []
+    if sender.email:
+        try:
+            handles.append((IdentityKind.EMAIL, normalize_email(sender.email)))
+        except ValidationError:
+            ctx.hit(f"identify:bad-email:{sender.email}")
+    if sender.phone:
+        try:
+            handles.append((IdentityKind.PHONE, normalize_phone(sender.phone, ctx.config.region)))
+        except ValidationError:
+            ctx.hit(f"identify:bad-phone:{sender.phone}")
+    if sender.telegram_id:
+        handles.append((IdentityKind.TELEGRAM, str(sender.telegram_id)))
+    if sender.visitor_id:
+        handles.append((IdentityKind.WEBCHAT, str(sender.visitor_id)))
+    return handles
+
+
+async def _live_customer(ctx: RoutingContext, customer_id: int) -> Customer:
+    """Follow merges to the surviving record."""
+    customer = await get_customer(ctx.session, customer_id, include_deleted=True)
+    seen = {customer.id}
+    while customer.merged_into_id is not None and customer.merged_into_id not in seen:
+        seen.add(customer.merged_into_id)
+        customer = await get_customer(ctx.session, customer.merged_into_id, include_deleted=True)
+    return customer
+
+
+async def _attach_new_handles(
+    ctx: RoutingContext, customer: Customer, handles: list[tuple[IdentityKind, str]], owned: set
+) -> None:
+    """Handles seen in the same message as a known one belong to the same person."""
+    for kind, value in handles:
+        if (kind, value) not in owned:
+            ctx.session.add(CustomerIdentity(customer_id=customer.id, kind=kind, value=value))
+            ctx.hit(f"identify:new-handle:{kind.value}")
+
+
+async def identify(ctx: RoutingContext) -> None:
+    """Set ``ctx.customer``: by exact identity, by a confident fuzzy match, or a new lead."""
+    handles = envelope_handles(ctx)
+    owners = await find_identity_owners(ctx.session, handles)
+    if owners:
+        ordered = sorted(owners.items(), key=lambda item: _KIND_ORDER.index(item[0][0]))
+        (kind, _value), (customer_id, _name, _deleted) = ordered[0]
+        customer = await _live_customer(ctx, customer_id)
+        others = {cid for _, (cid, _, _) in ordered if cid != customer_id}
+        if others:
+            await _suggest_shared_handles(ctx, customer.id, others)
+        await _attach_new_handles(ctx, customer, handles, set(owners))
+        ctx.customer = customer
+        ctx.hit(f"identify:exact:{kind.value}")
+        return
+    await _fuzzy_or_new(ctx, handles)
+
+
+async def _suggest_shared_handles(ctx: RoutingContext, customer_id: int, others: set[int]) -> None:
+    from crm_core.identity import MatchCandidate, record_suggestion
+
+    for other in sorted(others):
+        await record_suggestion(
+            ctx.session,
+            customer_id,
+            MatchCandidate(customer_id=other, score=100.0, reasons={"shared_handles": 100.0}),
+            source="routing",
+        )
+        ctx.hit(f"identify:handles-span-customers:{other}")
+
+
+async def _fuzzy_or_new(ctx: RoutingContext, handles: list[tuple[IdentityKind, str]]) -> None:
+    from crm_core.identity import find_candidates, record_suggestion
+
+    sender = ctx.envelope.sender
+    phone = next((v for k, v in handles if k == IdentityKind.PHONE), None)
+    email = next((v for k, v in handles if k == IdentityKind.EMAIL), None)
+    candidates = []
+    if sender.display_name:
+        candidates = await find_candidates(
+            ctx.session, name=sender.display_name, phone=phone, email=email, limit=5
+        )
+    best = candidates[0] if candidates else None
+    if best is not None and best.score >= ctx.config.link_threshold:
+        customer = await _live_customer(ctx, best.customer_id)
+        await _attach_new_handles(ctx, customer, handles, set())
+        ctx.customer = customer
+        ctx.hit(f"identify:fuzzy-link:{best.score:.0f}")
+        return
+
+    display = sender.display_name or (handles[0][1] if handles else "Unknown 未知客户")
+    data: dict = {
+        "display_name": display[:200],
+        "source": f"channel:{ctx.envelope.channel.value}",
+        "identities": [{"kind": k.value, "value": v} for k, v in handles],
+    }
+    customer = await create_customer(ctx.session, data, actor="routing", region=ctx.config.region)
+    ctx.customer = customer
+    ctx.customer_created = True
+    ctx.hit("identify:new-lead")
+    ctx.emit(CUSTOMER_CREATED, customer_id=customer.id, channel=ctx.envelope.channel.value)
+    for candidate in candidates:
+        if candidate.score >= ctx.config.suggest_threshold:
+            await record_suggestion(ctx.session, customer.id, candidate, source="routing")
+            ctx.hit(f"identify:possible-duplicate:{candidate.customer_id}:{candidate.score:.0f}")
+
+
+async def customer_by_identity(ctx: RoutingContext, kind: IdentityKind, value: str) -> int | None:
+    """The id of the customer holding one identity (used by tests and other steps)."""
+    return await ctx.session.scalar(
+        select(CustomerIdentity.customer_id).where(
+            CustomerIdentity.kind == kind, CustomerIdentity.value == value
+        )
+    )
