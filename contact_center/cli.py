@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -145,6 +144,3 @@ def _register_command_groups() -> None:
 
 _register_command_groups()
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -116,8 +116,11 @@ class OutboxDispatcher:
         self.policy = policy or RetryPolicy()
 
     async def _claim(self, limit: int) -> list[OutboxMessage]:
+        channels = self.registry.channels()
+        if not channels:
+            return []  # messages wait, pending, until their channel is configured
         now = utcnow()
-        due = or_(
+        due = OutboxMessage.channel.in_(channels) & or_(
             (OutboxMessage.status == PENDING) & (OutboxMessage.next_attempt_at <= now),
             (OutboxMessage.status == SENDING) & (OutboxMessage.lease_until < now),
         )
@@ -152,7 +155,7 @@ class OutboxDispatcher:
         error: str | None = None
         permanent = False
         provider_id: str | None = None
-        if adapter is None:
+        if adapter is None:  # the channel was unconfigured since the claim
             error = f"no adapter configured for channel {message.channel.value}"
         else:
             try:

@@ -13,6 +13,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,10 +95,11 @@ async def truncate_all(database: Database) -> None:
         await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated, empty database: once on SQLite, once on PostgreSQL."""
-    if request.param == "sqlite":
+@asynccontextmanager
+async def _database(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Database]:
+    if kind == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")
         path = tmp_path / "cc.db"
         shutil.copyfile(template, path)
@@ -109,6 +111,27 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
         yield database
     finally:
         await database.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated, empty database: once on SQLite, once on PostgreSQL."""
+    async with _database(request.param, request, tmp_path) as database:
+        yield database
+
+
+@pytest.fixture
+async def sqlite_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated, empty SQLite database (the embedded stack)."""
+    async with _database("sqlite", request, tmp_path) as database:
+        yield database
+
+
+@pytest.fixture
+async def postgres_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """The migrated, emptied PostgreSQL test database (the scale-out stack)."""
+    async with _database("postgres", request, tmp_path) as database:
+        yield database
 
 
 REDIS_URL = os.environ.get("CC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -139,5 +162,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the PostgreSQL variants, so ``-m 'not postgres'`` runs SQLite only."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("db") == "postgres":
+        on_postgres = callspec is not None and callspec.params.get("db") == "postgres"
+        if on_postgres or "postgres_db" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
