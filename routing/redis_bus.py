@@ -83,7 +83,20 @@ class RedisStreamBus:
         return int(pending[0]["times_delivered"]) if pending else 1
 
     async def claim(self, topic: str, worker: str, limit: int = 50) -> list[Delivery]:
-        """Take over idle entries of dead workers first, then read new ones."""
+        """Take over idle entries of dead workers first, then read new ones.
+
+        A Redis that lost its data (restarted without persistence) has no group any
+        more: the group is created again and the claim retried once.
+        """
+        try:
+            return await self._claim(topic, worker, limit)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._groups.discard(topic)
+            return await self._claim(topic, worker, limit)
+
+    async def _claim(self, topic: str, worker: str, limit: int) -> list[Delivery]:
         await self._ensure_group(topic)
         deliveries: list[Delivery] = []
         idle_ms = int(self.policy.lease.total_seconds() * 1000)

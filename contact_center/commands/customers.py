@@ -82,3 +82,9 @@ def search(ctx: click.Context, text: str | None, **criteria: object) -> None:
         run(go())
     except CrmError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+from contact_center.commands.customer_files import export_command, import_command  # noqa: E402
+
+customers.add_command(import_command)
+customers.add_command(export_command)

@@ -8,11 +8,12 @@ duplicate suggestions on a new lead customer, for an agent to confirm.
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
-from crm_core.errors import ValidationError
+from crm_core.errors import NotFoundError, ValidationError
 from crm_core.models import Customer, CustomerIdentity, IdentityKind
 from crm_core.normalize import normalize_email, normalize_phone
-from crm_core.services.customers import create_customer, find_identity_owners, get_customer
+from crm_core.services.customers import create_customer, find_identity_owners
 from routing.context import RoutingContext
 from routing.events import CUSTOMER_CREATED
 
@@ -40,13 +41,23 @@ def envelope_handles(ctx: RoutingContext) -> list[tuple[IdentityKind, str]]:
     return handles
 
 
+async def _load(ctx: RoutingContext, customer_id: int) -> Customer:
+    """A customer with the tags the rules look at (identities are not needed here)."""
+    customer = await ctx.session.get(
+        Customer, customer_id, options=[selectinload(Customer.tag_rows)]
+    )
+    if customer is None:
+        raise NotFoundError("customer", customer_id)
+    return customer
+
+
 async def _live_customer(ctx: RoutingContext, customer_id: int) -> Customer:
     """Follow merges to the surviving record."""
-    customer = await get_customer(ctx.session, customer_id, include_deleted=True)
+    customer = await _load(ctx, customer_id)
     seen = {customer.id}
     while customer.merged_into_id is not None and customer.merged_into_id not in seen:
         seen.add(customer.merged_into_id)
-        customer = await get_customer(ctx.session, customer.merged_into_id, include_deleted=True)
+        customer = await _load(ctx, customer.merged_into_id)
     return customer
 
 
