@@ -12,7 +12,15 @@ import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,6 +40,8 @@ DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
 class HttpSettings(BaseModel):
     """Where the web server listens and how it is reached from outside."""
 
+    model_config = ConfigDict(extra="forbid")
+
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     public_base_url: str | None = None
@@ -40,6 +50,8 @@ class HttpSettings(BaseModel):
 
 class LocaleSettings(BaseModel):
     """Regional defaults: phone region, language and time zone of the business."""
+
+    model_config = ConfigDict(extra="forbid")
 
     default_region: str = "CN"
     default_language: Literal["zh-CN", "en"] = "zh-CN"
@@ -65,8 +77,51 @@ class LocaleSettings(BaseModel):
 class LogSettings(BaseModel):
     """How the processes log: one JSON object per line, or readable lines for a terminal."""
 
+    model_config = ConfigDict(extra="forbid")
+
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "console"] = "json"
+
+
+class RoutingSettings(BaseModel):
+    """The routing engine: rules, bus retries, identity thresholds, chat threading."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules_file: Path = PROJECT_ROOT / "config" / "rules.toml"
+    """Categories, priorities, SLA, business hours, teams and automation rules."""
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    """How long a worker may hold a message before another takes it over."""
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    retry_base_seconds: float = Field(default=2.0, ge=0)
+    chat_idle_minutes: int = Field(default=240, ge=1)
+    """A chat message after this much silence starts a new conversation."""
+    link_threshold: float = Field(default=92.0, ge=0, le=100)
+    """Fuzzy identity score at or above which a message is linked to a customer."""
+    suggest_threshold: float = Field(default=75.0, ge=0, le=100)
+    """Fuzzy identity score at or above which a possible duplicate is suggested."""
+    embedded_worker: bool = True
+    """Whether ``serve`` also routes messages in-process (embedded mode)."""
+
+    @field_validator("rules_file")
+    @classmethod
+    def _rules_file(cls, value: Path) -> Path:
+        from routing.rules import RulesError, load_rules
+
+        if not value.is_file():
+            raise ValueError(f"no such file {str(value)!r}")
+        try:
+            load_rules(value)
+        except RulesError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> RoutingSettings:
+        if self.suggest_threshold > self.link_threshold:
+            raise ValueError("suggest_threshold must not be above link_threshold")
+        return self
 
 
 class Settings(BaseSettings):
@@ -91,6 +146,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     locale: LocaleSettings = LocaleSettings()
     log: LogSettings = LogSettings()
+    routing: RoutingSettings = Field(default_factory=lambda: RoutingSettings())
 
     @field_validator("database_url")
     @classmethod
@@ -101,6 +157,13 @@ class Settings(BaseSettings):
             raise ValueError(f"cannot parse database URL {value!r}") from None
         if url.get_backend_name() not in {"sqlite", "postgresql"}:
             raise ValueError("only sqlite:/// and postgresql:// databases are supported")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
         return value
 
     @field_validator("redis_url")
@@ -149,7 +212,25 @@ class Settings(BaseSettings):
                     data[key] = make_url(data[key]).render_as_string(hide_password=True)
                 except ArgumentError:
                     data[key] = "********"
+            if data.get(key) and "password=" in data[key].lower():
+                data[key] = _mask_query_password(data[key])
         return data
+
+
+def _mask_query_password(url: str) -> str:
+    """Hide a ``password=`` query parameter (libpq accepts the password there too)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "********"
+    query = {
+        k: ("***" if k.lower() == "password" else v) for k, v in parsed.query.items()
+    }
+    return parsed.set(query=query).render_as_string(hide_password=True)
+
+
+_ALIASED_FIELDS = {"CC_DATABASE_URL": "database_url", "CC_REDIS_URL": "redis_url"}
+"""Error locations of aliased fields name the first alias; show the field's own name."""
 
 
 class SettingsError(Exception):
@@ -168,7 +249,10 @@ def load_settings(**overrides: Any) -> Settings:
     except pydantic.ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = ".".join(str(p) for p in error["loc"])
+            loc = [str(p) for p in error["loc"]]
+            if loc:
+                loc[0] = _ALIASED_FIELDS.get(loc[0], loc[0])
+            name = ".".join(loc)
             shown = "********" if "secret" in name else repr(error.get("input"))
             lines.append(f"  {name} = {shown}: {error['msg']}")
         raise SettingsError("bad settings:\n" + "\n".join(lines)) from None

@@ -18,7 +18,7 @@ from pypinyin import Style, lazy_pinyin
 from crm_core.errors import ValidationError
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_PHONE_LIKE = re.compile(r"^\+?[\d\s\-().]{5,}$")
+_PHONE_LIKE = re.compile(r"^\(?\+?[\d\s\-().]{5,}$")  # also "(+86) 138 …"
 _SPACES = re.compile(r"\s+")
 
 

@@ -220,8 +220,11 @@ def name_score(query: str, customer: Customer) -> float:
     return best
 
 
-def _fuzzy_candidates(text: str) -> ColumnElement[bool]:
-    """A cheap superset of near misses: any Chinese character, or a word's first letters."""
+def _fuzzy_candidates(text: str) -> ColumnElement[bool] | None:
+    """A cheap superset of near misses: any Chinese character, or a word's first letters.
+
+    ``None`` when the text is too short to have near misses (a single letter).
+    """
     tokens = search_tokens(text)
     conditions: list[ColumnElement[bool]] = []
     for token in tokens:
@@ -230,7 +233,7 @@ def _fuzzy_candidates(text: str) -> ColumnElement[bool]:
         elif len(token) >= 2:
             conditions.append(_contains(Customer.name_key, token[:2]))
     if not conditions:
-        raise ValidationError("name", text, "too short for a fuzzy search")
+        return None
     return or_(*conditions)
 
 
@@ -278,7 +281,10 @@ async def search_customers(
         items, total = await _page_of(session, exact, query)
     if total:
         return CustomerPage(items, total, query.page, query.page_size)
-    fuzzy = base.where(_fuzzy_candidates(name)).order_by(Customer.id)
+    candidates = _fuzzy_candidates(name)
+    if candidates is None:  # nothing matched and the text is too short for near misses
+        return CustomerPage([], 0, query.page, query.page_size)
+    fuzzy = base.where(candidates).order_by(Customer.id)
     items, total = await _ranked(
         session, fuzzy, name, query, limit=FUZZY_CANDIDATES, min_score=FUZZY_MIN_SCORE
     )

@@ -7,7 +7,7 @@ import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -29,6 +29,7 @@ from crm_core.models import (
     IdentityKind,
     LifecycleStage,
     LifecycleTransition,
+    Organization,
     utcnow,
 )
 from crm_core.models.enums import LIFECYCLE_TRANSITIONS
@@ -49,6 +50,9 @@ _COUNTRY_ALIASES = {
     "japan": "JP", "新加坡": "SG", "singapore": "SG", "德国": "DE", "germany": "DE",
 }
 MAX_TAG_LENGTH = 100
+MAX_LIFETIME_VALUE = Decimal("1000000000000")
+"""The column holds 14 digits, 2 after the point."""
+CENT = Decimal("0.01")
 
 
 class IdentityInput(BaseModel):
@@ -201,13 +205,23 @@ def check_customer(
     if "birthday" in given:
         today = today or date.today()
         if fields.birthday and not (date(1900, 1, 1) <= fields.birthday <= today):
-            raise ValidationError("birthday", fields.birthday, "must be between 1900 and today")
+            raise ValidationError(
+                "birthday", fields.birthday.isoformat(), "must be between 1900 and today"
+            )
         columns["birthday"] = fields.birthday
     if "lifetime_value" in given:
         value = fields.lifetime_value or Decimal("0")
         if value < 0:
-            raise ValidationError("lifetime_value", value, "must not be negative")
-        columns["lifetime_value"] = value
+            raise ValidationError("lifetime_value", str(value), "must not be negative")
+        # the column is NUMERIC(14, 2): keep cents, so the value read back compares equal
+        cents = value
+        if value < MAX_LIFETIME_VALUE:
+            cents = value.quantize(CENT, rounding=ROUND_HALF_UP)
+        if cents >= MAX_LIFETIME_VALUE:
+            raise ValidationError(
+                "lifetime_value", str(value), f"must be less than {MAX_LIFETIME_VALUE:,}"
+            )
+        columns["lifetime_value"] = cents
     if "marketing_opt_in" in given:
         opt_in = fields.marketing_opt_in or {}
         for channel in opt_in:
@@ -288,6 +302,7 @@ async def _check_references(session: AsyncSession, columns: dict[str, Any]) -> N
         ("tier_code", CustomerTier, "no such tier"),
         ("category_code", CustomerCategory, "no such category"),
         ("owner_agent_id", Agent, "no such agent"),
+        ("organization_id", Organization, "no such organization"),
     )
     for name, model, reason in checks:
         value = columns.get(name)
@@ -453,9 +468,11 @@ async def update_customer(
         await _check_no_conflicts(session, checked.identities, customer.id)
     before = snapshot(customer)
     columns = dict(checked.columns)
-    if checked.organization_name is not None:
+    if checked.organization_name:
         org = await get_or_create_organization(session, checked.organization_name, actor=actor)
         columns["organization_id"] = org.id
+    elif checked.organization_name is not None:  # "" clears it, as "" does for tier and country
+        columns["organization_id"] = None
     new_stage = columns.pop("lifecycle_stage", None)
     if new_stage is not None and new_stage != customer.lifecycle_stage:
         check_transition(customer.lifecycle_stage, new_stage)
