@@ -143,6 +143,15 @@ class DatabaseBus:
             .execution_options(synchronize_session=False)
         )
 
+    async def touch(self, delivery: Delivery) -> None:
+        """Renew the lease of an entry still being worked on."""
+        async with self.database.transaction() as session:
+            await session.execute(
+                update(QueueEntry)
+                .where(QueueEntry.id == delivery.id, QueueEntry.leased_by == delivery.worker)
+                .values(lease_until=utcnow() + self.policy.lease)
+            )
+
     async def ack(self, delivery: Delivery, session: AsyncSession | None = None) -> bool:
         """Remove a processed entry; pass the session of the work to make both one commit.
 

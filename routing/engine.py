@@ -129,9 +129,19 @@ class RoutingEngine:
         await self.bus.fail(exhausted, error)
 
     async def run_once(self, worker: str, limit: int = 50) -> int:
-        """Claim and process one batch; returns how many deliveries it held."""
+        """Claim and process one batch; returns how many deliveries it held.
+
+        Leases run from the claim, so entries still waiting in the batch are renewed
+        once half the lease has passed; no other worker takes over live work.
+        """
         deliveries = await self.bus.claim(self.topic, worker, limit)
+        renew_after = self.bus.policy.lease.total_seconds() / 2
+        renewed_at = time.monotonic()
         for delivery in deliveries:
+            if time.monotonic() - renewed_at > renew_after:
+                for waiting in deliveries[deliveries.index(delivery) :]:
+                    await self.bus.touch(waiting)
+                renewed_at = time.monotonic()
             await self.handle(delivery)
         return len(deliveries)
 

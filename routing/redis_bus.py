@@ -126,6 +126,13 @@ class RedisStreamBus:
                     deliveries.append(Delivery(entry_id, topic, key, payload, 1, worker))
         return deliveries
 
+    async def touch(self, delivery: Delivery) -> None:
+        """Reset the entry's idle time, so it is not taken over while still being worked on."""
+        await self.redis.xclaim(
+            self.stream(delivery.topic), GROUP, delivery.worker, min_idle_time=0,
+            message_ids=[str(delivery.id)], justid=True,
+        )
+
     async def ack(self, delivery: Delivery) -> bool:
         """Acknowledge after the database commit; the entry leaves the stream."""
         stream = self.stream(delivery.topic)
@@ -136,13 +143,24 @@ class RedisStreamBus:
         return bool(acked)
 
     async def fail(self, delivery: Delivery, error: str) -> bool:
-        """Leave the entry pending for a retry after the lease, or dead-letter it."""
+        """Retry after the policy's backoff, or dead-letter after the last attempt.
+
+        The entry stays pending; its idle time is set so that it becomes claimable
+        again once the backoff has passed (XCLAIM … IDLE), not only after a full lease.
+        """
         if delivery.attempts >= self.policy.max_attempts:
             await self._bury(delivery, error)
             return True
-        await self.redis.hset(
-            f"{self.stream(delivery.topic)}:errors", str(delivery.id), error[:4000]
-        )
+        stream = self.stream(delivery.topic)
+        lease_ms = int(self.policy.lease.total_seconds() * 1000)
+        delay_ms = int(self.policy.delay(delivery.attempts).total_seconds() * 1000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(f"{stream}:errors", str(delivery.id), error[:4000])
+            pipe.xclaim(
+                stream, GROUP, delivery.worker, min_idle_time=0,
+                message_ids=[str(delivery.id)], idle=max(lease_ms - delay_ms, 0), justid=True,
+            )
+            await pipe.execute()
         return False
 
     async def _bury(self, delivery: Delivery, error: str) -> None:

@@ -124,3 +124,13 @@ async def test_concurrent_claimers_never_share_an_entry(db: Database) -> None:
     results = await asyncio.gather(*(drain(f"w{i}") for i in range(3)))
     claimed = [i for r in results for i in r]
     assert len(claimed) == 60 and len(set(claimed)) == 60
+
+
+async def test_touch_renews_the_lease(db: Database) -> None:
+    bus = DatabaseBus(db, NO_WAIT)
+    await bus.publish(TOPIC, "slow", "{}")
+    [mine] = await bus.claim(TOPIC, "w1")
+    await _expire_leases(db)
+    await bus.touch(mine)
+    assert await bus.claim(TOPIC, "w2") == []
+    assert await bus.ack(mine) is True

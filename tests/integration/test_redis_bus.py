@@ -74,3 +74,29 @@ async def test_entry_that_kills_every_worker_ends_dead(bus: RedisStreamBus) -> N
     assert await bus.claim(TOPIC, "w") == []
     [dead] = await bus.dead_letters(TOPIC)
     assert "lease expired" in dead["error"]
+
+
+async def test_touch_keeps_a_slow_entry_from_being_taken_over(bus: RedisStreamBus) -> None:
+    await bus.publish(TOPIC, "slow", "{}")
+    [mine] = await bus.claim(TOPIC, "w1")
+    await asyncio.sleep(0.1)
+    await bus.touch(mine)  # still working on it
+    assert await bus.claim(TOPIC, "w2") == []
+    assert await bus.ack(mine) is True
+
+
+async def test_a_failed_entry_is_retried_after_the_backoff_not_the_whole_lease(
+    redis_client: Any, redis_prefix: str
+) -> None:
+    policy = RetryPolicy(max_attempts=3, base_delay=timedelta(0), lease=timedelta(minutes=5))
+    bus = RedisStreamBus(redis_client, policy, prefix=redis_prefix)
+    try:
+        await bus.publish(TOPIC, "flaky", "{}")
+        [first] = await bus.claim(TOPIC, "w1")
+        assert await bus.fail(first, "database busy") is False
+        [again] = await bus.claim(TOPIC, "w2")
+        assert again.id == first.id and again.attempts == 2
+    finally:
+        keys = [k async for k in redis_client.scan_iter(match=f"{redis_prefix}:*")]
+        if keys:
+            await redis_client.delete(*keys)
