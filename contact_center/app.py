@@ -30,8 +30,12 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         current = await asyncio.wait_for(schema.current_revision(database.engine), timeout=5)
     except Exception as exc:
+        # The reason goes to the log only: it can name hosts and users.
         log.warning("readyz.database_unavailable", error=str(exc))
-        return web.json_response({"status": "unavailable", "database": str(exc)}, status=503)
+        return web.json_response(
+            {"status": "unavailable", "database": "unreachable or failing (see the log)"},
+            status=503,
+        )
     head = schema.head_revision()
     if current != head:
         return web.json_response(

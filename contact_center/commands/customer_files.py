@@ -220,6 +220,7 @@ def export_command(
                     database,
                     sink,
                     region=settings.locale.default_region,
+                    timezone=settings.locale.timezone,
                     query=query,
                     headers=headers,
                     encoding=encoding,

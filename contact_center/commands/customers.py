@@ -69,7 +69,12 @@ def search(ctx: click.Context, text: str | None, **criteria: object) -> None:
 
     async def go() -> None:
         async with database_of(settings) as database, database.sessions() as session:
-            page = await search_customers(session, query, region=settings.locale.default_region)
+            page = await search_customers(
+                session,
+                query,
+                region=settings.locale.default_region,
+                timezone=settings.locale.timezone,
+            )
         if page.fuzzy and page.items:
             click.echo("no exact match; nearest names:", err=True)
         for customer in page.items:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -16,6 +18,11 @@ from crm_core.services import audit
 
 _hasher = PasswordHasher()
 MIN_PASSWORD_LENGTH = 8
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return _hasher.hash("not-a-real-password")
 
 
 def hash_password(password: str) -> str:
@@ -63,7 +70,7 @@ async def create_agent(
         login=login,
         display_name=display_name.strip() or login,
         email=email,
-        password_hash=hash_password(password),
+        password_hash=await asyncio.to_thread(hash_password, password),
         role=role,
         skills=list(skills),
         languages=list(languages),
@@ -89,7 +96,7 @@ async def set_password(session: AsyncSession, agent_id: int, password: str, *, a
     agent = await session.get(Agent, agent_id)
     if agent is None:
         raise NotFoundError("agent", agent_id)
-    agent.password_hash = hash_password(password)
+    agent.password_hash = await asyncio.to_thread(hash_password, password)
     audit.record(
         session, actor=actor, action="password", entity_type="agent", entity_id=agent_id
     )
@@ -98,7 +105,11 @@ async def set_password(session: AsyncSession, agent_id: int, password: str, *, a
 async def authenticate(session: AsyncSession, login: str, password: str) -> Agent | None:
     """The active agent with this login and password, or ``None``."""
     agent = await session.scalar(select(Agent).where(Agent.login == login.strip().lower()))
-    if agent is None or not agent.active or not verify_password(agent.password_hash, password):
+    # argon2 takes tens of milliseconds: off the event loop, and a dummy verification
+    # for unknown logins so the answer time does not tell which logins exist.
+    stored = agent.password_hash if agent is not None else _dummy_hash()
+    matches = await asyncio.to_thread(verify_password, stored, password)
+    if agent is None or not agent.active or not matches:
         return None
     agent.last_login_at = utcnow()
     return agent

@@ -31,10 +31,10 @@ from crm_core.services.csv_columns import export_headers
 from crm_core.services.csv_import import SessionSource, session_factory
 from crm_core.services.customer_query import (
     CustomerQuery,
-    _name_query,
-    _resolve_text,
     build_filters,
     name_condition,
+    name_query_text,
+    resolve_free_text,
 )
 
 DEFAULT_EXPORT_BATCH: Final = 1000
@@ -53,15 +53,17 @@ class ExportReport:
     headers: str
 
 
-def export_conditions(query: CustomerQuery, *, region: str) -> list[ColumnElement[bool]]:
+def export_conditions(
+    query: CustomerQuery, *, region: str, timezone: str = "UTC"
+) -> list[ColumnElement[bool]]:
     """The conditions of a customer search (free text, name and every filter), for export.
 
     Free text is routed to e-mail, phone or name exactly as ``search_customers`` does;
     names match the search key exactly (no fuzzy fallback in an export).
     """
-    name = _name_query(query)
-    resolved = _resolve_text(query)
-    conditions = build_filters(resolved, region=region)
+    name = name_query_text(query)
+    resolved = resolve_free_text(query)
+    conditions = build_filters(resolved, region=region, timezone=timezone)
     if name:
         conditions.append(name_condition(name))
     return conditions
@@ -122,6 +124,7 @@ async def export_customers(
     sink: BinaryIO,
     *,
     region: str,
+    timezone: str = "UTC",
     query: CustomerQuery | dict[str, Any] | None = None,
     headers: str = "en",
     encoding: str = "utf-8-sig",
@@ -141,7 +144,7 @@ async def export_customers(
     header_row = export_headers(headers)
     if batch_size < 1:
         raise ValidationError("batch_size", batch_size, "must be at least 1")
-    conditions = export_conditions(query, region=region)
+    conditions = export_conditions(query, region=region, timezone=timezone)
     encoder = _Encoder(sink, encoding)
     encoder.write_rows([header_row])
     sessions = session_factory(database)

@@ -8,8 +8,9 @@ fuzzy pass ranks near misses (typos, homophones) with rapidfuzz.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, tzinfo
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 from rapidfuzz import fuzz
@@ -122,15 +123,22 @@ def name_condition(text: str) -> ColumnElement[bool]:
     return and_(*(_contains(Customer.name_key, token) for token in tokens))
 
 
-def _date_bound(value: date | datetime, *, end: bool) -> datetime:
+def _date_bound(value: date | datetime, *, end: bool, zone: tzinfo) -> datetime:
+    """A date is a whole day in the business time zone; a naive time is taken in it too."""
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.astimezone()
+        return value if value.tzinfo else value.replace(tzinfo=zone)
     moment = time.max if end else time.min
-    return datetime.combine(value, moment).astimezone()
+    return datetime.combine(value, moment, tzinfo=zone)
 
 
-def build_filters(query: CustomerQuery, *, region: str) -> list[ColumnElement[bool]]:
-    """The SQL conditions of a query, except the name, which search handles itself."""
+def build_filters(
+    query: CustomerQuery, *, region: str, timezone: str = "UTC"
+) -> list[ColumnElement[bool]]:
+    """The SQL conditions of a query, except the name, which search handles itself.
+
+    Date bounds are whole days in ``timezone`` (the business time zone).
+    """
+    zone = ZoneInfo(timezone)
     conditions: list[ColumnElement[bool]] = []
     if not query.include_deleted:
         conditions.append(Customer.deleted_at.is_(None))
@@ -159,20 +167,23 @@ def build_filters(query: CustomerQuery, *, region: str) -> list[ColumnElement[bo
     if query.lifecycle is not None:
         conditions.append(Customer.lifecycle_stage == query.lifecycle)
     if query.created_from is not None:
-        conditions.append(Customer.created_at >= _date_bound(query.created_from, end=False))
+        start = _date_bound(query.created_from, end=False, zone=zone)
+        conditions.append(Customer.created_at >= start)
     if query.created_to is not None:
-        conditions.append(Customer.created_at <= _date_bound(query.created_to, end=True))
+        end = _date_bound(query.created_to, end=True, zone=zone)
+        conditions.append(Customer.created_at <= end)
     return conditions
 
 
-def _name_query(query: CustomerQuery) -> str | None:
+def name_query_text(query: CustomerQuery) -> str | None:
+    """The name part of a query: ``name`` plus free text that is not an e-mail or phone."""
     text = query.name
     if query.text and not ("@" in query.text or looks_like_phone(query.text)):
         text = f"{text} {query.text}" if text else query.text
     return text
 
 
-def _resolve_text(query: CustomerQuery) -> CustomerQuery:
+def resolve_free_text(query: CustomerQuery) -> CustomerQuery:
     """Route free text to the e-mail or phone criterion when it looks like one."""
     if not query.text:
         return query
@@ -263,14 +274,18 @@ async def _ranked(
 
 
 async def search_customers(
-    session: AsyncSession, query: CustomerQuery | dict[str, Any], *, region: str
+    session: AsyncSession,
+    query: CustomerQuery | dict[str, Any],
+    *,
+    region: str,
+    timezone: str = "UTC",
 ) -> CustomerPage:
     """Run a customer query: filtered, sorted and paginated, with a fuzzy fallback on names."""
     if isinstance(query, dict):
         query = CustomerQuery.model_validate(query)
-    name = _name_query(query)
-    query = _resolve_text(query)
-    base = select(Customer).where(*build_filters(query, region=region))
+    name = name_query_text(query)
+    query = resolve_free_text(query)
+    base = select(Customer).where(*build_filters(query, region=region, timezone=timezone))
     if not name:
         items, total = await _page_of(session, base, query)
         return CustomerPage(items, total, query.page, query.page_size)

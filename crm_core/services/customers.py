@@ -13,7 +13,7 @@ from typing import Any
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -279,6 +279,10 @@ async def find_identity_owners(
     if not identities:
         return {}
     wanted = set(identities)
+    by_kind: dict[IdentityKind, set[str]] = {}
+    for kind, value in wanted:
+        by_kind.setdefault(kind, set()).add(value)
+    # One (kind, value IN …) term per kind, so the unique (kind, value) index serves it.
     rows = await session.execute(
         select(
             CustomerIdentity.kind,
@@ -288,7 +292,14 @@ async def find_identity_owners(
             Customer.deleted_at,
         )
         .join(Customer, Customer.id == CustomerIdentity.customer_id)
-        .where(CustomerIdentity.value.in_({value for _, value in wanted}))
+        .where(
+            or_(
+                *(
+                    and_(CustomerIdentity.kind == kind, CustomerIdentity.value.in_(values))
+                    for kind, values in by_kind.items()
+                )
+            )
+        )
     )
     return {
         (kind, value): (cid, name, deleted is not None)

@@ -449,3 +449,26 @@ async def test_query_validation() -> None:
     with pytest.raises(ValueError):
         CustomerQuery.model_validate({"colour": "red"})
     assert CustomerQuery(text="  zhang  ").text == "zhang"
+
+
+async def test_date_filters_are_whole_days_in_the_business_time_zone(db: Database) -> None:
+    """00:30 on 2 Dec in Shanghai is 16:30 on 1 Dec in UTC: a 2 Dec filter finds it there."""
+    from sqlalchemy import update
+
+    async with db.transaction() as session:
+        customer = await create_customer(
+            session, {"display_name": "夜猫子"}, actor="t", region="CN"
+        )
+        await session.execute(
+            update(Customer)
+            .where(Customer.id == customer.id)
+            .values(created_at=datetime(2026, 12, 1, 16, 30, tzinfo=UTC))
+        )
+    query = {"created_from": "2026-12-02", "created_to": "2026-12-02"}
+    async with db.sessions() as session:
+        shanghai = await search_customers(
+            session, query, region="CN", timezone="Asia/Shanghai"
+        )
+        utc = await search_customers(session, query, region="CN", timezone="UTC")
+    assert [c.id for c in shanghai.items] == [customer.id]
+    assert utc.items == []
