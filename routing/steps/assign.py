@@ -21,6 +21,7 @@ async def assign_to(ctx: RoutingContext, team_name: str | None, reason_prefix: s
         customer_owner_id=customer.owner_agent_id,
         team_name=team_name,
         language=customer.language,
+        required_skills=rules.required_skills(ctx.ticket.category if ctx.ticket else None),
         strategy=rules.strategy,
         sticky_owner=rules.sticky_owner,
     )

@@ -335,3 +335,66 @@ async def _queue_reply_second(db: Database) -> int:
             to=SenderHandles(email="emily@example.com"), text="Second", subject="Re: x",
         )
         return message.id
+
+
+async def _agent(session: Any, login: str, *, languages: list[str], online: bool = True) -> Any:
+    from crm_core.models import Agent, Availability
+
+    agent = Agent(
+        login=login, display_name=login, password_hash="x", languages=languages,
+        availability=Availability.ONLINE if online else Availability.OFFLINE, capacity=5,
+        teams=[],
+    )
+    session.add(agent)
+    await session.flush()
+    return agent
+
+
+async def test_vip_goes_to_the_vip_desk_and_the_owner_keeps_their_customer(
+    db: Database, engine: RoutingEngine
+) -> None:
+    from crm_core.models import CustomerTier, Team
+
+    async with db.transaction() as session:
+        session.add(CustomerTier(code="vip", name="VIP", name_zh="贵宾", rank=3))
+        desk = Team(name="VIP 专席 VIP desk", agents=[])
+        session.add(desk)
+        vip_agent = await _agent(session, "vip.agent", languages=["zh-CN"])
+        desk.agents.append(vip_agent)
+        owner = await _agent(session, "owner", languages=["en"])
+        await session.flush()
+        await create_customer(
+            session, {"display_name": "王总", "emails": ["wang@example.cn"], "tier_code": "vip"},
+            actor="t", region="CN",
+        )
+        await create_customer(
+            session, {"display_name": "Emily Carter", "emails": ["emily@example.com"],
+                      "owner_agent_id": owner.id, "language": "en"},
+            actor="t", region="CN",
+        )
+        desk_id, vip_agent_id, owner_id = desk.id, vip_agent.id, owner.id
+    await route(
+        engine,
+        envelope("imap:vip", sender=SenderHandles(email="wang@example.cn")),
+        envelope("imap:own", sender=SenderHandles(email="emily@example.com"),
+                 subject="Order", text="Where is my order?"),
+    )
+    async with db.sessions() as session:
+        tickets = {t.subject: t for t in await session.scalars(select(Ticket))}
+    assert tickets["订单查询"].team_id == desk_id
+    assert tickets["订单查询"].assignee_id == vip_agent_id
+    assert tickets["Order"].assignee_id == owner_id
+
+
+async def test_an_email_gets_an_acknowledgement_with_its_ticket_number(
+    db: Database, engine: RoutingEngine
+) -> None:
+    await route(engine, envelope("imap:ack", thread=ThreadHints(message_id="<q1@example.cn>")))
+    async with db.sessions() as session:
+        message = await session.scalar(select(OutboxMessage))
+        reply = await session.get(Interaction, message.interaction_id)
+    assert message.status == "pending" and message.channel == Channel.EMAIL
+    assert message.payload["to"]["email"] == "zhang.wei@example.cn"
+    assert message.payload["thread"]["in_reply_to"] == "<q1@example.cn>"
+    assert "T-000001" in message.payload["text"] and "[T-000001]" in message.payload["subject"]
+    assert reply.direction == Direction.OUTBOUND and reply.meta["automated"] is True
