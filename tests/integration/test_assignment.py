@@ -281,9 +281,9 @@ async def test_unknown_strategy(db: Database) -> None:
 # --- concurrent workers (PostgreSQL) ------------------------------------------------------
 
 
-async def test_concurrent_workers_take_turns(db: Database) -> None:
-    if db.is_sqlite:
-        pytest.skip("SQLite has one writer at a time; row locks are a PostgreSQL matter")
+async def test_concurrent_workers_take_turns(postgres_db: Database) -> None:
+    """Row locks are a PostgreSQL matter: SQLite has one writer at a time."""
+    db = postgres_db
     team = await add_team(db)
     a = await add_agent(db, "a", team_ids=[team], capacity=1)
     b = await add_agent(db, "b", team_ids=[team], capacity=1)
@@ -324,9 +324,9 @@ async def test_concurrent_workers_take_turns(db: Database) -> None:
     assert await worker(None, None) is None
 
 
-async def test_concurrent_sticky_assignments_respect_capacity(db: Database) -> None:
-    if db.is_sqlite:
-        pytest.skip("SQLite has one writer at a time; row locks are a PostgreSQL matter")
+async def test_concurrent_sticky_assignments_respect_capacity(postgres_db: Database) -> None:
+    """Row locks are a PostgreSQL matter: SQLite has one writer at a time."""
+    db = postgres_db
     team = await add_team(db)
     owner = await add_agent(db, "owner", capacity=1)
     member = await add_agent(db, "member", team_ids=[team])
