@@ -140,6 +140,7 @@ def _register_command_groups() -> None:
     main.add_command(classify.classes)
     main.add_command(routing_cmds.worker)
     main.add_command(routing_cmds.bus)
+    main.add_command(routing_cmds.outbox)
 
 
 _register_command_groups()

@@ -84,3 +84,57 @@ def replay(ctx: click.Context, entry_id: str) -> None:
     if not run(go()):
         raise click.ClickException(f"no dead letter {entry_id}")
     click.echo(f"replayed {entry_id}")
+
+
+@click.group()
+def outbox() -> None:
+    """Outgoing messages: what failed, and sending it again."""
+
+
+@outbox.command("failed")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_context
+def outbox_failed(ctx: click.Context, limit: int) -> None:
+    """List messages that could not be sent, with the reason."""
+    from sqlalchemy import select
+
+    from crm_core.models import OutboxMessage
+    from routing.outbox import FAILED
+
+    settings = settings_from(ctx)
+
+    async def go() -> list[OutboxMessage]:
+        async with database_of(settings) as database, database.sessions() as session:
+            rows = await session.scalars(
+                select(OutboxMessage)
+                .where(OutboxMessage.status == FAILED)
+                .order_by(OutboxMessage.id.desc())
+                .limit(limit)
+            )
+            return list(rows)
+
+    rows = run(go())
+    for row in rows:
+        click.echo(
+            f"{row.id}  {row.channel.value}  customer #{row.customer_id}  "
+            f"attempts={row.attempts}  {row.last_error}"
+        )
+    click.echo(f"{len(rows)} failed message(s)", err=True)
+
+
+@outbox.command("retry")
+@click.argument("outbox_id", type=int)
+@click.pass_context
+def outbox_retry(ctx: click.Context, outbox_id: int) -> None:
+    """Queue a failed message for sending again."""
+    from contact_center.wiring import build_dispatcher
+
+    settings = settings_from(ctx)
+
+    async def go() -> bool:
+        async with database_of(settings) as database:
+            return await build_dispatcher(settings, database).retry(outbox_id)
+
+    if not run(go()):
+        raise click.ClickException(f"no failed outbox message {outbox_id}")
+    click.echo(f"outbox message {outbox_id} queued again")
