@@ -133,9 +133,9 @@ def _register_command_groups() -> None:
 
     main.add_command(customers.customers)
     main.add_command(demo.demo)
-    from contact_center.commands import classify, customer_admin, routing_cmds
+    from contact_center.commands import classify, customer_admin, duplicates, routing_cmds
 
-    del customer_admin  # imported for its commands on the customers group
+    del customer_admin, duplicates  # imported for their commands on the customers group
 
     main.add_command(classify.classes)
     main.add_command(routing_cmds.worker)

@@ -28,6 +28,7 @@ from crm_core.models.enums import (
     TicketPriority,
     TicketStatus,
 )
+from crm_core.models.match_keys import CustomerMatchKey, CustomerMatchProfile
 from crm_core.models.outbox import OutboxMessage
 from crm_core.models.queue import QueueEntry
 from crm_core.models.service import Conversation, Interaction, Ticket, ticket_number
@@ -45,6 +46,8 @@ __all__ = [
     "Customer",
     "CustomerCategory",
     "CustomerIdentity",
+    "CustomerMatchKey",
+    "CustomerMatchProfile",
     "CustomerTag",
     "CustomerTier",
     "Direction",

@@ -56,6 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_core.db import Database
 from crm_core.errors import CrmError, ValidationError
+from crm_core.identity import rebuild_match_keys
 from crm_core.models import (
     AuditLog,
     Customer,
@@ -1038,6 +1039,9 @@ class _BatchWriter:
             actor=self.actor,
             at=now,
         )
+        # Bulk inserts bypass the ORM flush that keeps the fuzzy-match keys: do it here,
+        # in the same transaction, so routing and the duplicate scan see these customers.
+        await rebuild_match_keys(session, ids)
         outcome.created.extend(
             (customer_id, pending.line) for customer_id, pending in zip(ids, accepted, strict=True)
         )

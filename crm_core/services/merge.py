@@ -9,6 +9,7 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.errors import StateError, ValidationError
+from crm_core.identity import settle_merge
 from crm_core.models import (
     AuditLog,
     Base,
@@ -26,7 +27,11 @@ from crm_core.services import audit
 from crm_core.services.customers import get_customer, snapshot
 
 # Tables whose customer reference is not "this belongs to the person" and must not move.
-_NOT_MOVED = {"customers", "merge_records", "customer_tags", "customer_identities"}
+_NOT_MOVED = {
+    "customers", "merge_records", "customer_tags", "customer_identities",
+    # Unique on the customer column; crm_core.identity.settle_merge handles them.
+    "customer_match_keys", "customer_match_profiles", "duplicate_suggestions",
+}
 
 # Facts the survivor takes from the merged record when it has none of its own.
 _FILLED_FROM_MERGED = (
@@ -86,6 +91,7 @@ async def merge_customers(
 
     survivor_before = snapshot(survivor)
     merged_before = snapshot(merged)
+    await settle_merge(session, survivor_id, merged_id, actor=actor)
 
     moved: dict[str, int] = {}
     identity_result = await session.execute(

@@ -526,3 +526,16 @@ def test_cli_refuses_unreadable_files_with_a_clear_message(
     bad_map = invoke(cli_env, "import", str(FIXTURES / "en_contacts.csv"), "--map", "x=nothing")
     assert bad_map.exit_code == 2
     assert "--map" in bad_map.output
+
+
+async def test_imported_customers_are_found_by_the_fuzzy_matcher(
+    db: Database, tmp_path: Path
+) -> None:
+    """The bulk import keeps the match keys that routing's identify step relies on."""
+    from crm_core.identity import find_candidates
+
+    path = write(tmp_path, "客户.csv", "姓名,手机,生日\n欧阳娜娜,13800000111,1990-03-04\n")
+    await import_customers(db, path, actor="t", region="CN")
+    async with db.sessions() as session:
+        candidates = await find_candidates(session, name="欧阳娜那", birthday=None)
+    assert candidates and candidates[0].score >= 75
