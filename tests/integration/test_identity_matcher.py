@@ -28,7 +28,6 @@ from crm_core.identity import (
     settle_merge,
 )
 from crm_core.models import Customer, CustomerMatchKey, DuplicateSuggestion, utcnow
-from crm_core.services import merge as merge_service
 from crm_core.services.customers import (
     create_customer,
     delete_customer,
@@ -128,10 +127,6 @@ async def test_keys_follow_a_merge(db: Database) -> None:
     assert {"p:0138000", "p:0139000", "b:19900102", "n:weiming zhang"} <= keys
 
 
-@pytest.mark.skipif(
-    "duplicate_suggestions" not in merge_service._NOT_MOVED,
-    reason="merge_customers does not yet call identity.settle_merge (lead wires it)",
-)
 async def test_suggestions_follow_a_merge(db: Database) -> None:
     survivor = await new(db, "张伟明")
     merged = await new(db, "张伟名")
