@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import click
 
 from contact_center.cli import run, settings_from
+from contact_center.commands.filters import customer_filters
 from contact_center.runtime import SYSTEM_ACTOR, database_of
 from crm_core.errors import CrmError
 
@@ -178,18 +179,7 @@ def import_command(
     default="utf-8-sig", show_default=True, help="utf-8-sig opens cleanly in Excel.",
 )
 @click.option("--text", default=None, help="Free text: name, phone or e-mail.")
-@click.option("--name", default=None, help="Name, in characters or pinyin.")
-@click.option("--phone", default=None, help="Phone in any common format.")
-@click.option("--email", default=None)
-@click.option("--organization", default=None)
-@click.option("--category", default=None)
-@click.option("--tier", default=None)
-@click.option("--tag", default=None)
-@click.option("--owner", "owner_id", type=int, default=None, help="Owner agent id.")
-@click.option("--lifecycle", default=None)
-@click.option("--created-from", default=None, help="YYYY-MM-DD")
-@click.option("--created-to", default=None, help="YYYY-MM-DD")
-@click.option("--deleted", "include_deleted", is_flag=True, help="Include deleted records.")
+@customer_filters
 @click.pass_context
 def export_command(
     ctx: click.Context, output: str, headers: str, encoding: str, **criteria: object

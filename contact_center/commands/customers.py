@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from contact_center.cli import run, settings_from
+from contact_center.commands.filters import customer_filters
 from contact_center.runtime import database_of
 from crm_core.errors import CrmError
 from crm_core.models import Customer
@@ -33,18 +34,7 @@ def customers() -> None:
 
 @customers.command()
 @click.argument("text", required=False)
-@click.option("--name", default=None, help="Name, in characters or pinyin.")
-@click.option("--phone", default=None, help="Phone in any common format.")
-@click.option("--email", default=None)
-@click.option("--organization", default=None)
-@click.option("--category", default=None)
-@click.option("--tier", default=None)
-@click.option("--tag", default=None)
-@click.option("--owner", "owner_id", type=int, default=None, help="Owner agent id.")
-@click.option("--lifecycle", default=None)
-@click.option("--created-from", default=None, help="YYYY-MM-DD")
-@click.option("--created-to", default=None, help="YYYY-MM-DD")
-@click.option("--deleted", "include_deleted", is_flag=True, help="Include deleted records.")
+@customer_filters
 @click.option("--sort", default="relevance", show_default=True)
 @click.option("--page", type=int, default=1, show_default=True)
 @click.option("--page-size", type=int, default=20, show_default=True)
