@@ -7,7 +7,8 @@ duplicate suggestions on a new lead customer, for an agent to confirm.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import Any
+
 from sqlalchemy.orm import selectinload
 
 from crm_core.errors import NotFoundError, ValidationError
@@ -122,7 +123,7 @@ async def _fuzzy_or_new(ctx: RoutingContext, handles: list[tuple[IdentityKind, s
         return
 
     display = sender.display_name or (handles[0][1] if handles else "Unknown 未知客户")
-    data: dict = {
+    data: dict[str, Any] = {
         "display_name": display[:200],
         "source": f"channel:{ctx.envelope.channel.value}",
         "identities": [{"kind": k.value, "value": v} for k, v in handles],
@@ -137,11 +138,3 @@ async def _fuzzy_or_new(ctx: RoutingContext, handles: list[tuple[IdentityKind, s
             await record_suggestion(ctx.session, customer.id, candidate, source="routing")
             ctx.hit(f"identify:possible-duplicate:{candidate.customer_id}:{candidate.score:.0f}")
 
-
-async def customer_by_identity(ctx: RoutingContext, kind: IdentityKind, value: str) -> int | None:
-    """The id of the customer holding one identity (used by tests and other steps)."""
-    return await ctx.session.scalar(
-        select(CustomerIdentity.customer_id).where(
-            CustomerIdentity.kind == kind, CustomerIdentity.value == value
-        )
-    )
