@@ -153,7 +153,7 @@ EMAIL_AGREES = 10.0
 ADDRESS_AGREES = 10.0
 CITY_AGREES = 5.0
 
-PER_KEY_LIMIT = 300
+PER_KEY_LIMIT = 200
 """A lookup reads at most this many customers from one key's block …"""
 CANDIDATE_LIMIT = 200
 """… and scores this many: those sharing the most (and the rarest) keys with the query."""
