@@ -99,6 +99,7 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
 
 async def serve_forever(settings: Settings) -> None:
     """Serve until interrupted; in embedded mode also route messages and send the outbox."""
+    from contact_center.channel_setup import imap_readers, run_intake
     from contact_center.wiring import build_dispatcher, build_engine, redis_client
     from contact_center.worker import dispatch_loop, run_routing
 
@@ -111,14 +112,18 @@ async def serve_forever(settings: Settings) -> None:
     stop = asyncio.Event()
     background: list[asyncio.Task[None]] = []
     redis = redis_client(settings)
+    database = app[DATABASE_KEY]
+    engine = build_engine(settings, database, redis)
     if settings.routing.embedded_worker:
-        database = app[DATABASE_KEY]
-        engine = build_engine(settings, database, redis)
         background.append(asyncio.create_task(run_routing(engine, stop)))
         background.append(
             asyncio.create_task(dispatch_loop(build_dispatcher(settings, database), stop))
         )
         log.info("routing.embedded", bus=type(engine.bus).__name__)
+    if settings.email.mailboxes and settings.email.fetch_in_serve:
+        readers = imap_readers(settings, database, engine.publish)
+        background.append(asyncio.create_task(run_intake(readers, stop)))
+        log.info("email.intake", mailboxes=[r.config.name for r in readers])
     try:
         await asyncio.Event().wait()
     finally:

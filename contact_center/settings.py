@@ -124,6 +124,131 @@ class RoutingSettings(BaseModel):
         return self
 
 
+_PORTS = {"plain": 143, "starttls": 143, "tls": 993}
+_SMTP_PORTS = {"plain": 25, "starttls": 587, "tls": 465}
+DEFAULT_BLOCKED_EXTENSIONS = [
+    ".exe", ".bat", ".cmd", ".com", ".scr", ".pif", ".vbs", ".vbe", ".js", ".jse", ".wsf",
+    ".wsh", ".msi", ".msp", ".hta", ".cpl", ".jar", ".ps1", ".lnk", ".reg",
+]
+
+
+def _secret(value: SecretStr | None, env_name: str | None, what: str) -> str | None:
+    """A password given inline or through an environment variable named in the config."""
+    if env_name:
+        found = os.environ.get(env_name)
+        if found is None:
+            raise ValueError(f"{what}: environment variable {env_name} is not set")
+        return found
+    return value.get_secret_value() if value is not None else None
+
+
+class MailboxSettings(BaseModel):
+    """One IMAP mailbox read by the contact center (``[[email.mailboxes]]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,50}$")
+    host: str
+    username: str
+    password: SecretStr | None = None
+    password_env: str | None = None
+    """Name of an environment variable holding the password (keeps it out of files)."""
+    address: str | None = None
+    """The address customers write to; replies to its mail leave from it."""
+    security: Literal["plain", "starttls", "tls"] = "tls"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    folder: str = "INBOX"
+    processed_folder: str | None = None
+    """Move handled mail here; unset: mark it read and leave it."""
+    team: str | None = None
+    """Team that gets this mailbox's new tickets unless a routing rule says otherwise."""
+    idle: bool = True
+    poll_seconds: float = Field(default=60.0, gt=0)
+    fetch_batch: int = Field(default=25, ge=1, le=500)
+    verify_tls: bool = True
+
+    @model_validator(mode="after")
+    def _password(self) -> MailboxSettings:
+        if self.password is None and not self.password_env:
+            raise ValueError(f"mailbox {self.name!r}: set password or password_env")
+        _secret(self.password, self.password_env, f"mailbox {self.name!r}")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        """The configured port, or the standard one for the security mode."""
+        return self.port or _PORTS[self.security]
+
+    def resolved_password(self) -> str:
+        """The password, from the config or its environment variable."""
+        return _secret(self.password, self.password_env, f"mailbox {self.name!r}") or ""
+
+
+class SmtpSettings(BaseModel):
+    """The SMTP server replies leave through (``[email.smtp]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    from_address: str
+    from_name: str | None = None
+    security: Literal["plain", "starttls", "tls"] = "starttls"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    password_env: str | None = None
+    message_id_domain: str | None = None
+    verify_tls: bool = True
+
+    @field_validator("from_address")
+    @classmethod
+    def _from_address(cls, value: str) -> str:
+        from crm_core.errors import ValidationError as CrmValidationError
+        from crm_core.normalize import normalize_email
+
+        try:
+            return normalize_email(value)
+        except CrmValidationError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _password(self) -> SmtpSettings:
+        _secret(self.password, self.password_env, "smtp")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        """The configured port, or the standard one for the security mode."""
+        return self.port or _SMTP_PORTS[self.security]
+
+    def resolved_password(self) -> str | None:
+        """The password, from the config or its environment variable."""
+        return _secret(self.password, self.password_env, "smtp")
+
+
+class EmailSettings(BaseModel):
+    """The e-mail channel: mailboxes to read, the SMTP server, attachment limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mailboxes: list[MailboxSettings] = Field(default_factory=list)
+    smtp: SmtpSettings | None = None
+    fetch_in_serve: bool = True
+    """Whether ``serve`` reads the mailboxes (set false where ``email fetch`` runs)."""
+    max_attachment_mb: float = Field(default=25.0, gt=0)
+    blocked_extensions: list[str] = Field(default_factory=lambda: list(DEFAULT_BLOCKED_EXTENSIONS))
+    templates_dir: Path | None = None
+    """Directory whose ``reply.<lang>.txt.j2`` / ``.html.j2`` override the shipped ones."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EmailSettings:
+        names = [m.name for m in self.mailboxes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"mailbox names must be unique: {', '.join(duplicates)}")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything a contact-center process needs to know at start-up."""
 
@@ -147,6 +272,7 @@ class Settings(BaseSettings):
     locale: LocaleSettings = LocaleSettings()
     log: LogSettings = LogSettings()
     routing: RoutingSettings = Field(default_factory=lambda: RoutingSettings())
+    email: EmailSettings = EmailSettings()
 
     @field_validator("database_url")
     @classmethod
@@ -201,6 +327,12 @@ class Settings(BaseSettings):
                 path = Path.cwd() / path
             url = url.set(database=str(path))
         return url.render_as_string(hide_password=False)
+
+    @property
+    def blob_dir(self) -> Path:
+        """Where raw originals and attachments are kept (``data_dir/blobs``)."""
+        root = self.data_dir if self.data_dir.is_absolute() else Path.cwd() / self.data_dir
+        return root / "blobs"
 
     def masked(self) -> dict[str, Any]:
         """The effective settings with every secret and password hidden."""

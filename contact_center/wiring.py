@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from routing.rules import load_rules
-
 from contact_center.settings import Settings
 from crm_core.db import Database
 from routing.adapters import ChannelRegistry
@@ -15,6 +13,7 @@ from routing.context import RoutingConfig
 from routing.engine import RoutingEngine
 from routing.events import EventBus, RedisEventForwarder
 from routing.outbox import OutboxDispatcher
+from routing.rules import load_rules
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -80,4 +79,8 @@ def build_dispatcher(
     settings: Settings, database: Database, registry: ChannelRegistry | None = None
 ) -> OutboxDispatcher:
     """The outbox dispatcher over the configured channel adapters."""
-    return OutboxDispatcher(database, registry or ChannelRegistry(), retry_policy(settings))
+    from contact_center.channel_setup import build_registry
+
+    return OutboxDispatcher(
+        database, registry or build_registry(settings), retry_policy(settings)
+    )

@@ -67,6 +67,11 @@ class InboundMessage(_Frozen):
     metadata: dict[str, Any] = Field(default_factory=dict)
     raw_ref: str | None = None
     """Blob key of the raw original (the .eml, the JSON update), for audit and replay."""
+    automated: str | None = Field(default=None, max_length=50)
+    """Set when no person wrote this (``auto_reply``, ``bounce``, ``list``): it is logged,
+    but opens or updates no ticket, is assigned to nobody and is never auto-answered."""
+    bounced_addresses: tuple[str, ...] = ()
+    """For a bounce: the addresses that could not be delivered to."""
 
     def to_json(self) -> str:
         """The envelope as JSON text, for the bus."""

@@ -24,11 +24,12 @@ from crm_core.models import (
     Interaction,
     InteractionKind,
     OutboxMessage,
+    Ticket,
     utcnow,
 )
 from routing.adapters import ChannelRegistry, PermanentSendError
 from routing.bus import RetryPolicy
-from routing.envelope import OutboundMessage, SenderHandles, ThreadHints
+from routing.envelope import AttachmentRef, OutboundMessage, SenderHandles, ThreadHints
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +37,46 @@ PENDING = "pending"
 SENDING = "sending"
 SENT = "sent"
 FAILED = "failed"
+
+
+async def _email_thread(
+    session: AsyncSession, conversation: Conversation, in_reply_to: str | None
+) -> ThreadHints:
+    """In-Reply-To (the newest message we are answering) and References of the thread."""
+    refs = list(
+        await session.scalars(
+            select(Interaction.message_ref)
+            .where(Interaction.conversation_id == conversation.id,
+                   Interaction.message_ref.is_not(None))
+            .order_by(Interaction.id)
+        )
+    )
+    if in_reply_to is None:
+        in_reply_to = await session.scalar(
+            select(Interaction.message_ref)
+            .where(Interaction.conversation_id == conversation.id,
+                   Interaction.direction == Direction.INBOUND,
+                   Interaction.message_ref.is_not(None))
+            .order_by(Interaction.id.desc())
+            .limit(1)
+        )
+    if in_reply_to and in_reply_to not in refs:
+        refs.append(in_reply_to)
+    return ThreadHints(in_reply_to=in_reply_to, references=tuple(dict.fromkeys(refs))[-20:])
+
+
+async def _mailbox_of(session: AsyncSession, conversation: Conversation) -> str | None:
+    """The mailbox the customer last wrote to, so the reply leaves from that address."""
+    meta = await session.scalar(
+        select(Interaction.meta)
+        .where(Interaction.conversation_id == conversation.id,
+               Interaction.direction == Direction.INBOUND)
+        .order_by(Interaction.id.desc())
+        .limit(1)
+    )
+    channel_meta = (meta or {}).get("channel") or {}
+    mailbox = channel_meta.get("mailbox")
+    return str(mailbox) if mailbox else None
 
 
 async def enqueue_reply(
@@ -51,8 +92,35 @@ async def enqueue_reply(
     in_reply_to: str | None = None,
     agent_id: int | None = None,
     automated: bool = False,
+    attachments: list[dict[str, Any]] | None = None,
 ) -> OutboxMessage:
-    """Log an outbound interaction and queue its delivery, in the caller's transaction."""
+    """Log an outbound interaction and queue its delivery, in the caller's transaction.
+
+    E-mail replies get their thread (In-Reply-To the customer's newest mail, References
+    of the whole conversation), the ticket number for the subject, the customer's
+    language for the templates and the mailbox to send from.
+    """
+    if channel == Channel.EMAIL:
+        thread = await _email_thread(session, conversation, in_reply_to)
+    else:
+        thread = ThreadHints(
+            in_reply_to=in_reply_to,
+            references=(in_reply_to,) if in_reply_to else (),
+            chat_id=conversation.thread_key,
+        )
+    ticket_number = await session.scalar(
+        select(Ticket.number)
+        .where(Ticket.conversation_id == conversation.id)
+        .order_by(Ticket.id.desc())
+        .limit(1)
+    )
+    metadata: dict[str, Any] = {
+        "language": customer.language,
+        "ticket_number": ticket_number,
+        "automated": automated,
+    }
+    if channel == Channel.EMAIL:
+        metadata["mailbox"] = await _mailbox_of(session, conversation)
     interaction = Interaction(
         conversation_id=conversation.id,
         customer_id=customer.id,
@@ -62,16 +130,12 @@ async def enqueue_reply(
         subject=subject,
         text=text,
         html=html,
+        attachments=list(attachments or []),
         agent_id=agent_id,
         meta={"automated": automated},
     )
     session.add(interaction)
     await session.flush()
-    thread = ThreadHints(
-        in_reply_to=in_reply_to,
-        references=(in_reply_to,) if in_reply_to else (),
-        chat_id=conversation.thread_key if channel != Channel.EMAIL else None,
-    )
     message = OutboxMessage(
         channel=channel,
         customer_id=customer.id,
@@ -83,6 +147,8 @@ async def enqueue_reply(
             "subject": subject,
             "text": text,
             "html": html,
+            "attachments": list(attachments or []),
+            "metadata": {k: v for k, v in metadata.items() if v is not None},
         },
     )
     session.add(message)
@@ -101,6 +167,8 @@ def to_outbound(row: OutboxMessage | Any) -> OutboundMessage:
         subject=payload.get("subject"),
         text=payload.get("text"),
         html=payload.get("html"),
+        attachments=tuple(AttachmentRef(**a) for a in payload.get("attachments", [])),
+        metadata=payload.get("metadata", {}),
         created_at=row.created_at,
     )
 

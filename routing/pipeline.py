@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from routing.context import RoutingContext
 from routing.steps.assign import assign
+from routing.steps.bounces import bounces
 from routing.steps.dedupe import dedupe
 from routing.steps.identify import identify
 from routing.steps.log import log
@@ -20,8 +21,9 @@ DEFAULT_PIPELINE: tuple[tuple[str, Step], ...] = (
     ("identify", identify),
     ("thread", thread),
     ("log", log),
+    ("bounces", bounces),
     ("ticket", ticket),
     ("assign", assign),
     ("rules", rules),
 )
-"""dedupe → identify → thread → log → ticket → assign → rules; events follow the commit."""
+"""dedupe → identify → thread → log → bounces → ticket → assign → rules; events after commit."""

@@ -11,9 +11,11 @@ import asyncio
 import concurrent.futures
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from crm_core import models, schema
 from crm_core.db import Database, create_engine, normalize_database_url
+from tests.mailservers import DovecotServer, SmtpSink
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "CC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -165,3 +168,81 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         on_postgres = callspec is not None and callspec.params.get("db") == "postgres"
         if on_postgres or "postgres_db" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
+
+
+# -- mail servers ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
+    """A private Dovecot IMAP server on 127.0.0.1 for the whole run (any user, one password).
+
+    Its mail is owned by ``nobody``, which cannot enter pytest's 0700 temporary
+    directories, so the server lives in a private directory under the system temp dir;
+    its log and configuration are copied to a pytest ``dovecot`` temp dir at the end.
+    """
+    if shutil.which("dovecot") is None and not Path("/usr/sbin/dovecot").exists():
+        require_service("Dovecot", "the dovecot binary is missing (apt-get install dovecot-imapd)")
+    root = Path(tempfile.mkdtemp(prefix="cc-dovecot-"))
+    server = DovecotServer()
+    try:
+        server.start(root)
+    except Exception as exc:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        require_service("Dovecot", f"it did not start: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+        keep = tmp_path_factory.mktemp("dovecot")
+        for name in ("dovecot.log", "dovecot.conf"):
+            if (root / name).exists():
+                shutil.copyfile(root / name, keep / name)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Mailbox:
+    """One fresh IMAP account on the test Dovecot server."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    server: DovecotServer
+
+    def deliver(self, raw: bytes, folder: str | None = None, *, flags: str = "") -> Path:
+        """Put a message into INBOX (or ``folder``) as an MDA would; returns its file."""
+        return self.server.deliver(self.user, raw, folder, flags=flags)
+
+    def create_folder(self, name: str) -> Path:
+        """Create a folder (``.`` separates levels) and return its directory."""
+        return self.server.create_folder(self.user, name)
+
+    def reset_uidvalidity(self, folder: str | None = None) -> None:
+        """Give the folder a new UIDVALIDITY, keeping its messages (see DovecotServer)."""
+        self.server.reset_uidvalidity(self.user, folder)
+
+    def delete_all(self, folder: str | None = None) -> int:
+        """Remove every message of a folder behind Dovecot's back."""
+        return self.server.delete_all(self.user, folder)
+
+
+@pytest.fixture
+def mailbox(dovecot: DovecotServer) -> Mailbox:
+    """A fresh, empty account (unique user name) on the session's Dovecot server."""
+    user = f"u{uuid.uuid4().hex[:12]}"
+    dovecot.maildir(user)
+    return Mailbox(dovecot.host, dovecot.port, user, dovecot.password, dovecot)
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """A started SMTP sink on 127.0.0.1 (no AUTH) that keeps every message; stopped after."""
+    sink = SmtpSink()
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()

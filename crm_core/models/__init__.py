@@ -28,6 +28,7 @@ from crm_core.models.enums import (
     TicketPriority,
     TicketStatus,
 )
+from crm_core.models.intake import ChannelCursor, QuarantinedMessage
 from crm_core.models.match_keys import CustomerMatchKey, CustomerMatchProfile
 from crm_core.models.outbox import OutboxMessage
 from crm_core.models.queue import QueueEntry
@@ -38,6 +39,7 @@ __all__ = [
     "AgentRole",
     "AuditLog",
     "Availability",
+    "ChannelCursor",
     "Base",
     "Channel",
     "ClassificationRule",
@@ -60,6 +62,7 @@ __all__ = [
     "MergeRecord",
     "Organization",
     "OutboxMessage",
+    "QuarantinedMessage",
     "QueueEntry",
     "Segment",
     "Team",

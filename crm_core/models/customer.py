@@ -179,6 +179,9 @@ class CustomerIdentity(Base):
     label: Mapped[str | None] = mapped_column(String(50))
     """Free label such as ``work`` or ``mobile``; external ids keep their system here."""
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    bounced_at: Mapped[datetime | None]
+    """Set when mail to this address bounced; cleared when the customer writes from it."""
+    bounce_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     customer: Mapped[Customer] = relationship(back_populates="identities", lazy="raise")

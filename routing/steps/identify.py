@@ -110,7 +110,9 @@ async def _fuzzy_or_new(ctx: RoutingContext, handles: list[tuple[IdentityKind, s
     phone = next((v for k, v in handles if k == IdentityKind.PHONE), None)
     email = next((v for k, v in handles if k == IdentityKind.EMAIL), None)
     candidates = []
-    if sender.display_name:
+    # Automated mail (a newsletter, an unknown server's bounce) is never evidence that two
+    # customers are one: no fuzzy link, no duplicate suggestion.
+    if sender.display_name and not ctx.envelope.automated:
         candidates = await find_candidates(
             ctx.session, name=sender.display_name, phone=phone, email=email, limit=5
         )

@@ -23,7 +23,8 @@ async def log(ctx: RoutingContext) -> None:
         attachments=[a.model_dump() for a in envelope.attachments],
         external_id=envelope.idempotency_key,
         message_ref=envelope.thread.message_id,
-        meta={"channel": envelope.metadata, "raw_ref": envelope.raw_ref},
+        meta={"channel": envelope.metadata, "raw_ref": envelope.raw_ref,
+              **({"automated": envelope.automated} if envelope.automated else {})},
         occurred_at=envelope.received_at,
     )
     ctx.session.add(interaction)

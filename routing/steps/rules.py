@@ -13,7 +13,12 @@ _PRIORITY_ORDER = list(TicketPriority)
 
 
 async def rules(ctx: RoutingContext) -> None:
-    """Apply every action of every matching automation rule, recording each as a hit."""
+    """Apply every action of every matching automation rule, recording each as a hit.
+
+    Automated mail matches no rule: answering an auto-reply is how mail loops start.
+    """
+    if ctx.envelope.automated:
+        return
     actions = ctx.config.rules.automation(build_facts(ctx))
     ticket = ctx.ticket
     for action in actions:

@@ -57,7 +57,14 @@ async def _open_ticket(ctx: RoutingContext) -> Ticket:
 
 
 async def ticket(ctx: RoutingContext) -> None:
-    """Set ``ctx.ticket``: the conversation's ticket, reopened or new as the rules say."""
+    """Set ``ctx.ticket``: the conversation's ticket, reopened or new as the rules say.
+
+    Automated mail (auto-replies, bounces, list mail) touches no ticket: an out-of-office
+    answer must neither open a ticket nor count as the customer's reply.
+    """
+    if ctx.envelope.automated:
+        ctx.hit(f"ticket:skipped-automated:{ctx.envelope.automated}")
+        return
     conversation = ctx.require_conversation()
     current = await ctx.session.scalar(
         select(Ticket)
