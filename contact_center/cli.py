@@ -133,7 +133,13 @@ def _register_command_groups() -> None:
 
     main.add_command(customers.customers)
     main.add_command(demo.demo)
-    from contact_center.commands import classify, customer_admin, duplicates, routing_cmds
+    from contact_center.commands import (
+        classify,
+        customer_admin,
+        duplicates,
+        email_cmds,
+        routing_cmds,
+    )
 
     del customer_admin, duplicates  # imported for their commands on the customers group
 
@@ -141,6 +147,7 @@ def _register_command_groups() -> None:
     main.add_command(routing_cmds.worker)
     main.add_command(routing_cmds.bus)
     main.add_command(routing_cmds.outbox)
+    main.add_command(email_cmds.email)
 
 
 _register_command_groups()

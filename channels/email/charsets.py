@@ -44,6 +44,12 @@ SUPERSETS: dict[str, str] = {
 }
 """Declared charset → the codec to decode it with (a superset where senders overreach)."""
 
+SEVEN_BIT_CODECS = frozenset(
+    {"iso2022_jp", "iso2022_jp_1", "iso2022_jp_2", "iso2022_jp_2004", "iso2022_jp_3",
+     "iso2022_jp_ext", "iso2022_kr", "utf_7", "hz"}
+)
+"""Charsets whose text is pure ASCII bytes but not ASCII text (escape sequences)."""
+
 FALLBACKS: tuple[str, ...] = ("utf-8", "gb18030", "big5hkscs", "cp1252")
 """Tried in order when the declared charset is missing, unknown or wrong."""
 
@@ -69,10 +75,10 @@ def decode_bytes(data: bytes, declared: str | None = None) -> tuple[str, bool]:
     """
     if not data:
         return "", True
-    if data.isascii():
+    codec = codec_for(declared)
+    if data.isascii() and codec not in SEVEN_BIT_CODECS:
         return data.decode("ascii"), True
     tried: list[str] = []
-    codec = codec_for(declared)
     if codec and codec not in {"utf_8"}:
         tried.append(codec)
     tried.extend(FALLBACKS)

@@ -40,6 +40,8 @@ _AUTO_SUBJECT = re.compile(
 _QMAIL_RECIPIENT = re.compile(r"^<([^<>\s]+@[^<>\s]+)>:", re.MULTILINE)
 _BOUNCE_SENDERS = {"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon"}
 _WHITESPACE = re.compile(r"\s+")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_SURROGATES = re.compile("[\udc80-\udcff]")
 
 
 class UnparseableEmail(ValueError):
@@ -83,17 +85,19 @@ def decode_header_value(value: str | email.header.Header | None) -> str:
     """Decode RFC 2047 words and raw 8-bit bytes of a header into one clean line."""
     if value is None:
         return ""
-    value = decode_surrogates(str(value))
+    value = _FOLD.sub("", decode_surrogates(str(value)))
     try:
         chunks = email.header.decode_header(value)
     except Exception:  # a malformed encoded word: keep the text as it came
         chunks = [(value, None)]
     parts: list[str] = []
     for chunk, charset in chunks:
-        if isinstance(chunk, bytes):
-            parts.append(decode_bytes(chunk, charset)[0])
-        else:
+        if isinstance(chunk, str):
             parts.append(chunk)
+        elif charset is None:  # text around encoded words, as decode_header hands it back
+            parts.append(chunk.decode("raw-unicode-escape"))
+        else:
+            parts.append(decode_bytes(chunk, charset)[0])
     return _WHITESPACE.sub(" ", "".join(parts)).strip()
 
 
@@ -173,7 +177,24 @@ class _Walk:
     defects: list[str] = field(default_factory=list)
 
 
+def _decode_raw_headers(part: Message) -> None:
+    """Replace headers holding raw 8-bit bytes with their decoded text.
+
+    ``compat32`` keeps such bytes as surrogate escapes and, on access, wraps them in a
+    ``Header`` whose text has already lost them; decoding the raw values first keeps
+    raw GBK or UTF-8 subjects, names and file names readable.
+    """
+    raw = list(part.raw_items())
+    broken = {name.lower() for name, value in raw if _SURROGATES.search(value)}
+    for name in broken:
+        values = [value for key, value in raw if key.lower() == name]
+        del part[name]
+        for value in values:
+            part[name] = decode_surrogates(value)
+
+
 def _leaves(part: Message) -> Iterator[Message]:
+    _decode_raw_headers(part)
     if part.is_multipart() and part.get_content_maintype() == "multipart":
         for child in part.get_payload():
             if isinstance(child, Message):
@@ -269,6 +290,7 @@ def parse_email(raw: bytes) -> ParsedEmail:
     msg = email.message_from_bytes(raw, policy=compat32)
     if not msg.keys():
         raise UnparseableEmail("no header could be read")
+    _decode_raw_headers(msg)
 
     senders = _addresses(msg, "From") or _addresses(msg, "Sender") or _addresses(msg, "Return-Path")
     sender_name, sender_email = senders[0] if senders else ("", None)
