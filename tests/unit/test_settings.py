@@ -314,3 +314,76 @@ def test_unknown_top_level_key_in_toml_is_named(
 def test_misspelt_nested_env_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     message = settings_error(monkeypatch, "CC_HTTP__PROT", "9000")
     assert "http.prot" in message.lower()
+
+
+# --- the e-mail channel ------------------------------------------------------------------
+
+EMAIL_EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "email.example.toml"
+
+
+def test_the_email_example_loads_with_its_passwords_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """config/email.example.toml is valid; ports default by security; secrets stay masked."""
+    monkeypatch.setenv("CC_CONFIG", str(EMAIL_EXAMPLE))
+    for name in ("SUPPORT_IMAP_PASSWORD", "SALES_IMAP_PASSWORD", "SMTP_PASSWORD"):
+        monkeypatch.setenv(name, f"pw-{name}")
+    settings = load_settings()
+    support, sales = settings.email.mailboxes
+    assert (support.name, support.effective_port, support.processed_folder) == (
+        "support", 993, "Processed")
+    assert support.resolved_password() == "pw-SUPPORT_IMAP_PASSWORD"
+    assert (sales.effective_port, sales.idle) == (143, False)
+    assert settings.email.smtp is not None and settings.email.smtp.effective_port == 587
+    assert "pw-" not in repr(settings.masked())
+
+
+def test_a_mailbox_whose_password_variable_is_missing_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A missing secret stops start-up naming the mailbox and the variable."""
+    monkeypatch.setenv("CC_CONFIG", str(EMAIL_EXAMPLE))
+    monkeypatch.setenv("SALES_IMAP_PASSWORD", "x")
+    monkeypatch.setenv("SMTP_PASSWORD", "x")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "SUPPORT_IMAP_PASSWORD is not set" in str(info.value)
+    assert "'support'" in str(info.value)
+
+
+def test_bad_email_settings_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Unknown security modes, bad sender addresses and duplicate names are refused."""
+    config = write_toml(tmp_path / "bad.toml", """
+[[email.mailboxes]]
+name = "a"
+host = "h"
+username = "u"
+password = "p"
+security = "ssl"
+
+[email.smtp]
+host = "h"
+from_address = "not an address"
+""")
+    monkeypatch.setenv("CC_CONFIG", str(config))
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    text = str(info.value)
+    assert "email.mailboxes.0.security" in text and "email.smtp.from_address" in text
+    duplicate = write_toml(tmp_path / "dup.toml", """
+[[email.mailboxes]]
+name = "a"
+host = "h"
+username = "u"
+password = "p"
+
+[[email.mailboxes]]
+name = "a"
+host = "h2"
+username = "u"
+password = "p"
+""")
+    monkeypatch.setenv("CC_CONFIG", str(duplicate))
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "mailbox names must be unique: a" in str(info.value)
