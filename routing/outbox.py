@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.db import Database
 from crm_core.models import (
+    Agent,
     Channel,
     Conversation,
     Customer,
@@ -79,6 +80,18 @@ async def _mailbox_of(session: AsyncSession, conversation: Conversation) -> str 
     return str(mailbox) if mailbox else None
 
 
+async def _wants_email(session: AsyncSession, conversation: Conversation) -> bool:
+    """Whether the newest inbound message asked for the answer by e-mail."""
+    meta = await session.scalar(
+        select(Interaction.meta)
+        .where(Interaction.conversation_id == conversation.id,
+               Interaction.direction == Direction.INBOUND)
+        .order_by(Interaction.id.desc())
+        .limit(1)
+    )
+    return bool(((meta or {}).get("channel") or {}).get("reply_by_email"))
+
+
 async def enqueue_reply(
     session: AsyncSession,
     *,
@@ -98,8 +111,13 @@ async def enqueue_reply(
 
     E-mail replies get their thread (In-Reply-To the customer's newest mail, References
     of the whole conversation), the ticket number for the subject, the customer's
-    language for the templates and the mailbox to send from.
+    language for the templates and the mailbox to send from. A web chat visitor who left
+    an e-mail address while nobody was online (``reply_by_email``) is answered by e-mail.
+    The agent's name travels along for channels that show it.
     """
+    if channel == Channel.WEBCHAT and to.email and await _wants_email(session, conversation):
+        # The visitor left an address when nobody was online: continue by e-mail.
+        channel = Channel.EMAIL
     if channel == Channel.EMAIL:
         thread = await _email_thread(session, conversation, in_reply_to)
     else:
@@ -121,6 +139,10 @@ async def enqueue_reply(
     }
     if channel == Channel.EMAIL:
         metadata["mailbox"] = await _mailbox_of(session, conversation)
+    if agent_id is not None:
+        metadata["agent_name"] = await session.scalar(
+            select(Agent.display_name).where(Agent.id == agent_id)
+        )
     interaction = Interaction(
         conversation_id=conversation.id,
         customer_id=customer.id,
