@@ -25,7 +25,12 @@ from sqlalchemy.engine import make_url
 
 from crm_core import models, schema
 from crm_core.db import Database, create_engine, normalize_database_url
-from tests.mailservers import DovecotServer, SmtpSink
+from tests.mailservers import (
+    DovecotServer,
+    SmtpSink,
+    make_self_signed_cert,
+    server_tls_context,
+)
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "CC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -241,6 +246,101 @@ def mailbox(dovecot: DovecotServer) -> Mailbox:
 def smtp_sink() -> Iterator[SmtpSink]:
     """A started SMTP sink on 127.0.0.1 (no AUTH) that keeps every message; stopped after."""
     sink = SmtpSink()
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+# -- mail servers with TLS ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsCert:
+    """A throwaway self-signed certificate for 127.0.0.1/localhost (PEM files)."""
+
+    cert: Path
+    key: Path
+
+    @property
+    def paths(self) -> tuple[Path, Path]:
+        """``(cert, key)``, as ``DovecotServer.start(tls=...)`` takes them."""
+        return self.cert, self.key
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> TlsCert:
+    """A self-signed certificate for the run, made with the ``openssl`` tool."""
+    if shutil.which("openssl") is None:
+        require_service("openssl", "the openssl command-line tool is missing")
+    cert, key = make_self_signed_cert(tmp_path_factory.mktemp("tls"))
+    return TlsCert(cert, key)
+
+
+@pytest.fixture(scope="session")
+def dovecot_tls(
+    tmp_path_factory: pytest.TempPathFactory, tls_cert: TlsCert
+) -> Iterator[DovecotServer]:
+    """A second private Dovecot with TLS: STARTTLS on ``port``, implicit TLS on ``tls_port``.
+
+    Lives outside pytest's temp dirs for the same reason as ``dovecot``.
+    """
+    if shutil.which("dovecot") is None and not Path("/usr/sbin/dovecot").exists():
+        require_service("Dovecot", "the dovecot binary is missing (apt-get install dovecot-imapd)")
+    root = Path(tempfile.mkdtemp(prefix="cc-dovecot-tls-"))
+    server = DovecotServer()
+    try:
+        server.start(root, tls=tls_cert.paths)
+    except Exception as exc:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        require_service("Dovecot", f"it did not start with TLS: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+        keep = tmp_path_factory.mktemp("dovecot-tls")
+        for name in ("dovecot.log", "dovecot.conf"):
+            if (root / name).exists():
+                shutil.copyfile(root / name, keep / name)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class TlsMailbox(Mailbox):
+    """A fresh account on the TLS Dovecot: ``port`` is plain+STARTTLS, ``tls_port`` imaps."""
+
+    tls_port: int = 0
+    cert: Path | None = None
+
+
+@pytest.fixture
+def tls_mailbox(dovecot_tls: DovecotServer, tls_cert: TlsCert) -> TlsMailbox:
+    """A fresh, empty account (unique user name) on the session's TLS Dovecot server."""
+    user = f"u{uuid.uuid4().hex[:12]}"
+    dovecot_tls.maildir(user)
+    return TlsMailbox(
+        dovecot_tls.host,
+        dovecot_tls.port,
+        user,
+        dovecot_tls.password,
+        dovecot_tls,
+        tls_port=dovecot_tls.tls_port,
+        cert=tls_cert.cert,
+    )
+
+
+@pytest.fixture
+def smtp_tls_sink(tls_cert: TlsCert) -> Iterator[SmtpSink]:
+    """A started SMTP sink with TLS and AUTH: STARTTLS required on ``port`` (AUTH only
+    after it), implicit TLS on ``tls_port``; user ``smtp-user``, password ``smtp-secret``."""
+    sink = SmtpSink(
+        auth_required=True,
+        tls_context=server_tls_context(tls_cert.cert, tls_cert.key),
+        require_starttls=True,
+        implicit_tls=True,
+    )
     sink.start()
     try:
         yield sink

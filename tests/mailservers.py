@@ -1,13 +1,19 @@
 """Real mail servers for tests: a private Dovecot IMAP server and an aiosmtpd SMTP sink.
 
 ``DovecotServer`` runs ``dovecot -c FILE`` with its own ``base_dir`` and ``instance_name``,
-listening on 127.0.0.1 only (plain IMAP, no TLS), with a static passdb (every user name
-is accepted with the one password) and Maildir++ storage under ``root/users/<user>``.
+listening on 127.0.0.1 only (plain IMAP; with ``tls=(cert, key)`` also STARTTLS on that
+port and implicit TLS on a second one), with a static passdb (every user name is accepted
+with the one password) and Maildir++ storage under ``root/users/<user>``.
 Tests put mail in place the way an MDA does (``tmp/`` then rename into ``new/``) and
 Dovecot picks it up, IDLE included.
 
 ``SmtpSink`` is an aiosmtpd server in a thread of its own that keeps every message it
-is handed, can require AUTH (PLAIN/LOGIN, no TLS) and can answer 4xx on purpose.
+is handed, can require AUTH (PLAIN/LOGIN), can answer 4xx on purpose and, given a
+``tls_context``, offers STARTTLS (and optionally implicit TLS on a second port).
+
+``make_self_signed_cert`` makes a throwaway certificate for ``127.0.0.1``/``localhost``
+with the ``openssl`` command-line tool; ``server_tls_context`` turns it into the
+``ssl.SSLContext`` a server side needs.
 
 The mail processes of Dovecot run as ``nobody:nogroup``, so the root given to
 ``DovecotServer.start`` must be reachable by that user (every parent directory
@@ -26,6 +32,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -50,6 +57,72 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def make_self_signed_cert(
+    directory: Path, *, name: str = "localhost", days: int = 2
+) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for ``127.0.0.1`` and ``localhost``.
+
+    Writes ``directory/<name>.crt`` and ``directory/<name>.key`` (an unencrypted P-256
+    key, mode 0600) with ``openssl req -x509`` and returns ``(cert, key)``. The
+    certificate is its own CA (basicConstraints CA:TRUE), so a client can trust it with
+    ``cafile=cert``; a client with the system trust store refuses it.
+    Raises ``FileNotFoundError`` when the ``openssl`` tool is missing.
+    """
+    binary = shutil.which("openssl")
+    if binary is None:
+        raise FileNotFoundError("the openssl command-line tool is not installed")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    result = subprocess.run(
+        [
+            binary,
+            "req",
+            "-x509",
+            "-nodes",
+            "-batch",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            str(days),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,digitalSignature,keyCertSign",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            "openssl could not make a certificate: "
+            + result.stderr.decode(errors="replace").strip()[-2000:]
+        )
+    key.chmod(0o600)
+    return cert, key
+
+
+def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server-side TLS context with ``cert``/``key`` (no client certificates)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    return context
 
 
 def _mail_ids() -> tuple[int, int]:
@@ -124,11 +197,16 @@ class DovecotServer:
     ``root/run``, state in ``root/state``, its log in ``root/dovecot.log`` and mail in
     ``root/users/<user>/Maildir`` (Maildir++: folder ``X`` is ``Maildir/.X``). Any user
     name logs in with ``password``. Call ``stop()`` when done.
+
+    ``start(root, tls=(cert, key))`` turns TLS on: the plain port then offers STARTTLS
+    (plaintext LOGIN stays allowed before it) and ``tls_port`` speaks implicit TLS (imaps).
     """
 
     def __init__(self) -> None:
         self._root: Path | None = None
         self._port: int | None = None
+        self._tls_port: int | None = None
+        self._tls: tuple[Path, Path] | None = None
         self._password = "secret"
         self._pid: int | None = None
 
@@ -145,6 +223,18 @@ class DovecotServer:
         if self._port is None:
             raise RuntimeError("DovecotServer is not started")
         return self._port
+
+    @property
+    def tls_port(self) -> int:
+        """The implicit-TLS (imaps) port; only when started with ``tls``."""
+        if self._tls_port is None:
+            raise RuntimeError("DovecotServer is not started with TLS")
+        return self._tls_port
+
+    @property
+    def tls(self) -> tuple[Path, Path] | None:
+        """The (certificate, key) files Dovecot serves, or None without TLS."""
+        return self._tls
 
     @property
     def password(self) -> str:
@@ -187,8 +277,18 @@ class DovecotServer:
 
     # -- life cycle -------------------------------------------------------------------
 
-    def start(self, root: Path, password: str = "secret", *, startup_timeout: float = 15.0) -> None:
+    def start(
+        self,
+        root: Path,
+        password: str = "secret",
+        *,
+        startup_timeout: float = 15.0,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         """Write the configuration under ``root`` and start Dovecot; wait for its greeting.
+
+        With ``tls=(cert, key)`` (PEM files, e.g. from ``make_self_signed_cert``) Dovecot
+        offers STARTTLS on ``port`` and implicit TLS on ``tls_port``.
 
         Raises ``FileNotFoundError`` when Dovecot is not installed and ``RuntimeError``
         when it does not come up (the message carries the end of its log).
@@ -202,11 +302,17 @@ class DovecotServer:
         )
         if binary is None:
             raise FileNotFoundError("dovecot is not installed (apt-get install dovecot-imapd)")
+        if tls is not None:
+            tls = (Path(tls[0]).resolve(), Path(tls[1]).resolve())
+            for file in tls:
+                if not file.is_file():
+                    raise FileNotFoundError(f"TLS file not found: {file}")
         root = Path(root).resolve()
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o755)
         self._root = root
         self._password = password
+        self._tls = tls
         (root / "state").mkdir(exist_ok=True)
         users = root / "users"
         users.mkdir(exist_ok=True)
@@ -225,7 +331,10 @@ class DovecotServer:
         last_error = ""
         for _attempt in range(3):  # a port picked by free_port() can be taken meanwhile
             port = free_port()
-            self.config_path.write_text(self._config(port))
+            tls_port = free_port() if tls is not None else None
+            while tls_port == port:
+                tls_port = free_port()
+            self.config_path.write_text(self._config(port, tls_port))
             # Not a pipe: the daemonized master would keep it open and never let go.
             output_path = root / "dovecot-start.out"
             with open(output_path, "wb") as output:
@@ -243,6 +352,7 @@ class DovecotServer:
                     continue
                 break
             self._port = port
+            self._tls_port = tls_port
             try:
                 self._pid = self._wait_for_pid(startup_timeout)
                 self._wait_for_greeting(startup_timeout)
@@ -253,6 +363,7 @@ class DovecotServer:
                 if "in use" not in self.read_log():
                     break
         self._port = None
+        self._tls_port = None
         raise RuntimeError(
             f"Dovecot did not start: {last_error}\n--- {self.log_path}:\n{self.read_log()[-3000:]}"
         )
@@ -396,16 +507,27 @@ class DovecotServer:
 
     # -- internals --------------------------------------------------------------------
 
-    def _config(self, port: int) -> str:
+    def _config(self, port: int, tls_port: int | None = None) -> str:
         root = self.root
         users = root / "users"
+        if self._tls is not None and tls_port is not None:
+            cert, key = self._tls
+            ssl_settings = f"""ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}"""
+            imaps = f"""address = 127.0.0.1
+    port = {tls_port}
+    ssl = yes"""
+        else:
+            ssl_settings = "ssl = no"
+            imaps = "port = 0"
         return f"""# Written by tests/mailservers.py: a private test instance, 127.0.0.1 only.
 base_dir = "{root / "run"}"
 state_dir = "{root / "state"}"
 instance_name = "cctest-{port}"
 listen = 127.0.0.1
 protocols = imap
-ssl = no
+{ssl_settings}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_username_format = %u
@@ -439,7 +561,7 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    {imaps}
   }}
 }}
 """
@@ -510,6 +632,8 @@ class ReceivedMail:
     content: bytes
     auth_user: str | None = None
     mail_options: list[str] = field(default_factory=list)
+    tls: bool = False
+    """Whether the message came over an encrypted connection (STARTTLS or implicit TLS)."""
 
 
 class _SinkHandler:
@@ -538,12 +662,15 @@ class _SinkHandler:
         if isinstance(content, str):
             content = content.encode("utf-8", "surrogateescape")
         login = getattr(session.auth_data, "login", None)  # a LoginPassword after AUTH
+        transport = server.transport
+        encrypted = transport is not None and transport.get_extra_info("ssl_object") is not None
         mail = ReceivedMail(
             mail_from=envelope.mail_from or "",
             rcpt_tos=list(envelope.rcpt_tos),
             content=bytes(content),
             auth_user=login.decode("utf-8", "replace") if isinstance(login, bytes) else None,
             mail_options=list(envelope.mail_options),
+            tls=encrypted,
         )
         self.sink._add(mail)
         return "250 2.0.0 Message accepted"
@@ -552,9 +679,17 @@ class _SinkHandler:
 class SmtpSink:
     """An SMTP server on 127.0.0.1 (aiosmtpd, in its own thread) that keeps what it gets.
 
-    With ``auth_required=True`` it offers AUTH PLAIN and LOGIN without TLS and refuses
-    MAIL FROM with 530 until the client logged in as ``username``/``password``.
+    With ``auth_required=True`` it offers AUTH PLAIN and LOGIN and refuses MAIL FROM with
+    530 until the client logged in as ``username``/``password``.
     ``fail_next(n)`` makes the next ``n`` DATA commands answer a 4xx.
+
+    With a server-side ``tls_context`` (see ``server_tls_context``) ``port`` offers
+    STARTTLS, and AUTH is offered only after it (aiosmtpd answers 538 before);
+    ``require_starttls=True`` refuses every mail command until STARTTLS. With
+    ``implicit_tls=True`` as well, a second server on ``tls_port`` speaks TLS from the
+    first byte (SMTPS), sharing the messages; aiosmtpd does not count such a connection
+    as TLS for ``auth_require_tls``, so AUTH is allowed on it right away.
+    Without a ``tls_context`` AUTH works on the plain connection, as before.
     """
 
     def __init__(
@@ -563,15 +698,25 @@ class SmtpSink:
         auth_required: bool = False,
         username: str = "smtp-user",
         password: str = "smtp-secret",
+        tls_context: ssl.SSLContext | None = None,
+        require_starttls: bool = False,
+        implicit_tls: bool = False,
     ) -> None:
+        if (require_starttls or implicit_tls) and tls_context is None:
+            raise ValueError("require_starttls and implicit_tls need a tls_context")
         self.auth_required = auth_required
         self.username = username
         self.password = password
+        self.tls_context = tls_context
+        self.require_starttls = require_starttls
+        self.implicit_tls = implicit_tls
         self._messages: list[ReceivedMail] = []
         self._failures: list[int] = []
         self._lock = threading.Lock()
         self._controller: Controller | None = None
+        self._tls_controller: Controller | None = None
         self._port: int | None = None
+        self._tls_port: int | None = None
 
     @property
     def host(self) -> str:
@@ -584,6 +729,13 @@ class SmtpSink:
         if self._port is None:
             raise RuntimeError("SmtpSink is not started")
         return self._port
+
+    @property
+    def tls_port(self) -> int:
+        """The implicit-TLS (SMTPS) port; only with ``implicit_tls=True``."""
+        if self._tls_port is None:
+            raise RuntimeError("SmtpSink is not started with implicit_tls")
+        return self._tls_port
 
     @property
     def messages(self) -> list[ReceivedMail]:
@@ -604,16 +756,36 @@ class SmtpSink:
             self._failures.extend([code] * count)
 
     def start(self) -> None:
-        """Start the server on a free port."""
+        """Start the server on a free port (and the SMTPS one on another, if asked for)."""
         if self._controller is not None:
             raise RuntimeError("SmtpSink is already started")
-        from aiosmtpd.controller import Controller
-
         kwargs: dict[str, Any] = {}
         if self.auth_required:
             # AUTH is enforced by the handler (530 at MAIL FROM), which keeps aiosmtpd
-            # from warning about auth_required without TLS.
-            kwargs = {"auth_require_tls": False, "authenticator": self._authenticate}
+            # from warning about auth_required without TLS. With TLS on offer, AUTH
+            # waits for STARTTLS as on a real submission server.
+            kwargs = {
+                "auth_require_tls": self.tls_context is not None,
+                "authenticator": self._authenticate,
+            }
+        if self.tls_context is not None:
+            kwargs["tls_context"] = self.tls_context
+            kwargs["require_starttls"] = self.require_starttls
+        self._controller, self._port = self._start_controller(kwargs)
+        if self.implicit_tls:
+            tls_kwargs: dict[str, Any] = {"ssl_context": self.tls_context}
+            if self.auth_required:
+                # The connection is encrypted, but aiosmtpd only knows about STARTTLS.
+                tls_kwargs |= {"auth_require_tls": False, "authenticator": self._authenticate}
+            try:
+                self._tls_controller, self._tls_port = self._start_controller(tls_kwargs)
+            except BaseException:
+                self.stop()
+                raise
+
+    def _start_controller(self, kwargs: dict[str, Any]) -> tuple[Controller, int]:
+        from aiosmtpd.controller import Controller
+
         last_error: Exception | None = None
         for _attempt in range(3):
             port = free_port()
@@ -630,17 +802,18 @@ class SmtpSink:
             except Exception as exc:  # port taken meanwhile: try another one
                 last_error = exc
                 continue
-            self._controller = controller
-            self._port = port
-            return
+            return controller, port
         raise RuntimeError(f"SMTP sink did not start: {last_error}")
 
     def stop(self) -> None:
-        """Stop the server."""
-        controller, self._controller = self._controller, None
-        if controller is not None:
-            controller.stop()
+        """Stop the server(s)."""
+        for attribute in ("_tls_controller", "_controller"):
+            controller = getattr(self, attribute)
+            setattr(self, attribute, None)
+            if controller is not None:
+                controller.stop()
         self._port = None
+        self._tls_port = None
 
     def __enter__(self) -> SmtpSink:
         return self

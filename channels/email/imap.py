@@ -135,11 +135,17 @@ class ImapMailbox:
             )
         else:
             client = aioimaplib.IMAP4(config.host, config.port, timeout=config.timeout)
-        await client.wait_hello_from_server()
-        if config.security == "starttls":
-            await self._starttls(client)
-        _ok(await client.login(config.username, config.password), "LOGIN")
-        await self._read_capabilities(client)
+        try:
+            await client.wait_hello_from_server()
+            if config.security == "starttls":
+                await self._starttls(client)
+            _ok(await client.login(config.username, config.password), "LOGIN")
+            await self._read_capabilities(client)
+        except BaseException:
+            transport = getattr(client.protocol, "transport", None)
+            if transport is not None:  # no half-open socket left behind for the retry
+                transport.close()
+            raise
         self.client = client
         return client
 
