@@ -7,16 +7,20 @@ import asyncio
 import structlog
 from aiohttp import web
 from sqlalchemy import func, select
+from telegram import Bot
 
 from contact_center.runtime import open_database
 from contact_center.settings import Settings
 from crm_core import schema
 from crm_core.db import Database
 from crm_core.models import Agent, Customer, Ticket, TicketStatus
+from routing.engine import RoutingEngine
 
 log = structlog.get_logger(__name__)
 DATABASE_KEY = web.AppKey("database", Database)
 SETTINGS_KEY = web.AppKey("settings", Settings)
+ENGINE_KEY = web.AppKey("engine", RoutingEngine)
+TELEGRAM_BOT_KEY = web.AppKey("telegram_bot", Bot)
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -79,28 +83,63 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
-def create_app(settings: Settings, database: Database | None = None) -> web.Application:
-    """Build the application; the database is opened from settings unless one is given."""
+def create_app(
+    settings: Settings, database: Database | None = None, *, engine: RoutingEngine | None = None
+) -> web.Application:
+    """Build the application; the database is opened from settings unless one is given.
+
+    Webhooks publish envelopes through ``engine`` (built from settings when not given:
+    the database bus, or Redis Streams when ``REDIS_URL`` is set).
+    """
+    from contact_center.wiring import build_engine, redis_client
+
     app = web.Application()
     app[SETTINGS_KEY] = settings
     owns_database = database is None
     app[DATABASE_KEY] = database or open_database(settings)
+    redis = redis_client(settings) if engine is None else None
+    app[ENGINE_KEY] = engine or build_engine(settings, app[DATABASE_KEY], redis)
 
     async def close_database(app: web.Application) -> None:
+        if redis is not None:
+            await redis.aclose()
         if owns_database:
             await app[DATABASE_KEY].dispose()
 
     app.on_cleanup.append(close_database)
+    _setup_channels(app, settings)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
 
 
+def _setup_channels(app: web.Application, settings: Settings) -> None:
+    """Webhook routes of the configured channels."""
+    telegram = settings.telegram
+    if telegram is not None and telegram.mode == "webhook":
+        from contact_center.channel_setup import telegram_bot, telegram_intake
+        from contact_center.telegram_webhook import setup_telegram_webhook
+
+        bot = telegram_bot(settings)
+        assert bot is not None
+        app[TELEGRAM_BOT_KEY] = bot
+        intake = telegram_intake(settings, app[DATABASE_KEY], app[ENGINE_KEY].publish, bot)
+        setup_telegram_webhook(app, intake, telegram.resolved_webhook_secret() or "")
+
+
 async def serve_forever(settings: Settings) -> None:
-    """Serve until interrupted; in embedded mode also route messages and send the outbox."""
-    from contact_center.channel_setup import imap_readers, run_intake
-    from contact_center.wiring import build_dispatcher, build_engine, redis_client
+    """Serve until interrupted; in embedded mode also route messages and send the outbox,
+    and read the channels that are polled (mailboxes, a Telegram bot in polling mode)."""
+    from contact_center.channel_setup import (
+        build_registry,
+        imap_readers,
+        run_intake,
+        telegram_bot,
+        telegram_intake,
+        telegram_poller,
+    )
+    from contact_center.wiring import build_dispatcher
     from contact_center.worker import dispatch_loop, run_routing
 
     app = create_app(settings)
@@ -111,24 +150,48 @@ async def serve_forever(settings: Settings) -> None:
     log.info("http.listening", host=settings.http.host, port=settings.http.port)
     stop = asyncio.Event()
     background: list[asyncio.Task[None]] = []
-    redis = redis_client(settings)
     database = app[DATABASE_KEY]
-    engine = build_engine(settings, database, redis)
+    engine = app[ENGINE_KEY]
+    bot = app.get(TELEGRAM_BOT_KEY) or telegram_bot(settings)
     if settings.routing.embedded_worker:
+        registry = build_registry(settings, bot)
         background.append(asyncio.create_task(run_routing(engine, stop)))
-        background.append(
-            asyncio.create_task(dispatch_loop(build_dispatcher(settings, database), stop))
-        )
+        background.append(asyncio.create_task(
+            dispatch_loop(build_dispatcher(settings, database, registry), stop)
+        ))
         log.info("routing.embedded", bus=type(engine.bus).__name__)
     if settings.email.mailboxes and settings.email.fetch_in_serve:
         readers = imap_readers(settings, database, engine.publish)
         background.append(asyncio.create_task(run_intake(readers, stop)))
         log.info("email.intake", mailboxes=[r.config.name for r in readers])
+    telegram = settings.telegram
+    if bot is not None and telegram is not None:
+        if telegram.mode == "polling" and telegram.run_in_serve:
+            poller = telegram_poller(settings, telegram_intake(settings, database,
+                                                               engine.publish, bot))
+            background.append(asyncio.create_task(poller.run(stop)))
+        elif telegram.mode == "webhook" and settings.http.public_base_url:
+            background.append(asyncio.create_task(_register_webhook(settings, bot)))
     try:
         await asyncio.Event().wait()
     finally:
         stop.set()
         await asyncio.gather(*background, return_exceptions=True)
-        if redis is not None:
-            await redis.aclose()
         await runner.cleanup()
+
+
+async def _register_webhook(settings: Settings, bot: Bot) -> None:
+    """Tell Telegram where our webhook is (``http.public_base_url`` + the route)."""
+    from channels.telegram.intake import ALLOWED_UPDATES
+    from contact_center.telegram_webhook import WEBHOOK_PATH
+
+    assert settings.telegram is not None and settings.http.public_base_url
+    url = settings.http.public_base_url.rstrip("/") + WEBHOOK_PATH
+    try:
+        await bot.initialize()
+        await bot.set_webhook(url=url, secret_token=settings.telegram.resolved_webhook_secret(),
+                              allowed_updates=ALLOWED_UPDATES)
+        log.info("telegram.webhook_set", channel="telegram", url=url)
+    except Exception as exc:
+        log.error("telegram.webhook_not_set", channel="telegram", url=url,
+                  error=f"{type(exc).__name__}: {exc}")

@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from telegram import Bot
+
 from channels.email.compose import EmailTemplates
 from channels.email.imap import ImapMailbox, MailboxConfig
 from channels.email.inbound import AttachmentPolicy, MailIntake
 from channels.email.smtp import SmtpAdapter, SmtpConfig
+from channels.telegram.inbound import TelegramIntakeConfig
+from channels.telegram.intake import TelegramIntake, TelegramPoller
+from channels.telegram.outbound import TelegramAdapter
 from contact_center.settings import MailboxSettings, Settings
 from crm_core.db import Database
 from routing.adapters import ChannelRegistry
@@ -48,12 +53,15 @@ def smtp_adapter(settings: Settings) -> SmtpAdapter | None:
                        addresses)
 
 
-def build_registry(settings: Settings) -> ChannelRegistry:
+def build_registry(settings: Settings, bot: Bot | None = None) -> ChannelRegistry:
     """Outbound adapters of every configured channel."""
     registry = ChannelRegistry()
     adapter = smtp_adapter(settings)
     if adapter is not None:
         registry.register(adapter)
+    bot = bot or telegram_bot(settings)
+    if bot is not None:
+        registry.register(TelegramAdapter(bot, blob_store(settings)))
     return registry
 
 
@@ -84,3 +92,33 @@ async def run_intake(readers: list[ImapMailbox], stop: asyncio.Event) -> None:
     """Run every mailbox reader until ``stop`` is set."""
     if readers:
         await asyncio.gather(*(reader.run(stop) for reader in readers))
+
+
+def telegram_bot(settings: Settings) -> Bot | None:
+    """The Telegram Bot API client, when ``[telegram]`` is configured."""
+    telegram = settings.telegram
+    if telegram is None:
+        return None
+    return Bot(telegram.resolved_token(), base_url=telegram.api_base_url,
+               base_file_url=telegram.api_file_url)
+
+
+def telegram_intake(
+    settings: Settings, database: Database, publish: Publish, bot: Bot
+) -> TelegramIntake:
+    """Raw Telegram updates → envelopes on the bus."""
+    telegram = settings.telegram
+    assert telegram is not None
+    config = TelegramIntakeConfig(
+        bot_id=int(telegram.resolved_token().split(":", 1)[0]),
+        max_file_bytes=int(telegram.max_file_mb * 1024 * 1024),
+        allow_groups=telegram.allow_groups,
+        team=telegram.team,
+    )
+    return TelegramIntake(bot, config, database, blob_store(settings), publish)
+
+
+def telegram_poller(settings: Settings, intake: TelegramIntake) -> TelegramPoller:
+    """The long-polling loop of the bot."""
+    assert settings.telegram is not None
+    return TelegramPoller(intake, timeout=settings.telegram.poll_timeout)

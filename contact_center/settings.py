@@ -249,6 +249,50 @@ class EmailSettings(BaseModel):
         return self
 
 
+class TelegramSettings(BaseModel):
+    """The Telegram bot (``[telegram]``): polling, or a webhook served by our app."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: SecretStr | None = None
+    token_env: str | None = None
+    """Name of an environment variable holding the bot token."""
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_secret: SecretStr | None = None
+    webhook_secret_env: str | None = None
+    """Checked against ``X-Telegram-Bot-Api-Secret-Token`` on every webhook call."""
+    api_base_url: str = "https://api.telegram.org/bot"
+    api_file_url: str = "https://api.telegram.org/file/bot"
+    poll_timeout: int = Field(default=25, ge=0, le=50)
+    max_file_mb: float = Field(default=20.0, gt=0)
+    allow_groups: bool = False
+    """Log group and channel messages too (by default only private chats are read)."""
+    team: str | None = None
+    run_in_serve: bool = True
+    """Whether ``serve`` polls (polling mode); set false where ``telegram poll`` runs."""
+
+    @model_validator(mode="after")
+    def _secrets(self) -> TelegramSettings:
+        token = _secret(self.token, self.token_env, "telegram token")
+        if not token:
+            raise ValueError("set token or token_env")
+        if ":" not in token:
+            raise ValueError("the bot token looks wrong (expected '<id>:<secret>')")
+        if self.mode == "webhook" and not _secret(
+            self.webhook_secret, self.webhook_secret_env, "telegram webhook_secret"
+        ):
+            raise ValueError("webhook mode needs webhook_secret or webhook_secret_env")
+        return self
+
+    def resolved_token(self) -> str:
+        """The bot token."""
+        return _secret(self.token, self.token_env, "telegram token") or ""
+
+    def resolved_webhook_secret(self) -> str | None:
+        """The webhook secret token, if set."""
+        return _secret(self.webhook_secret, self.webhook_secret_env, "telegram webhook_secret")
+
+
 class Settings(BaseSettings):
     """Everything a contact-center process needs to know at start-up."""
 
@@ -273,6 +317,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     routing: RoutingSettings = Field(default_factory=lambda: RoutingSettings())
     email: EmailSettings = EmailSettings()
+    telegram: TelegramSettings | None = None
 
     @field_validator("database_url")
     @classmethod

@@ -28,7 +28,7 @@ from crm_core.models.enums import (
     TicketPriority,
     TicketStatus,
 )
-from crm_core.models.intake import ChannelCursor, QuarantinedMessage
+from crm_core.models.intake import ChannelCursor, CustomerLinkToken, QuarantinedMessage
 from crm_core.models.match_keys import CustomerMatchKey, CustomerMatchProfile
 from crm_core.models.outbox import OutboxMessage
 from crm_core.models.queue import QueueEntry
@@ -39,15 +39,16 @@ __all__ = [
     "AgentRole",
     "AuditLog",
     "Availability",
-    "ChannelCursor",
     "Base",
     "Channel",
+    "ChannelCursor",
     "ClassificationRule",
     "Conversation",
     "ConversationStatus",
     "Customer",
     "CustomerCategory",
     "CustomerIdentity",
+    "CustomerLinkToken",
     "CustomerMatchKey",
     "CustomerMatchProfile",
     "CustomerTag",

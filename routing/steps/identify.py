@@ -1,6 +1,7 @@
 """identify: find the customer behind a message, or create a lead.
 
-Exact matches on normalized identities link at once. Otherwise the fuzzy matcher
+A one-time link token (a Telegram deep link) names the customer outright. Exact matches
+on normalized identities link at once. Otherwise the fuzzy matcher
 proposes candidates: one above the link threshold is linked, the rest become possible
 duplicate suggestions on a new lead customer, for an agent to confirm.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm import selectinload
 
 from crm_core.errors import NotFoundError, ValidationError
@@ -72,10 +74,56 @@ async def _attach_new_handles(
             ctx.hit(f"identify:new-handle:{kind.value}")
 
 
+async def _by_link_token(
+    ctx: RoutingContext, handles: list[tuple[IdentityKind, str]], owners: dict
+) -> bool:
+    """A valid one-time link token names the customer: its handles move to that record.
+
+    A handle already on another record (say, a lead made by an earlier message) moves
+    too, and a merge of the two records is suggested for an agent to confirm.
+    """
+    from crm_core.identity import MatchCandidate, record_suggestion
+    from crm_core.services.link_tokens import redeem_link_token
+
+    token = ctx.envelope.metadata.get("link_token")
+    if not isinstance(token, str) or not handles:
+        return False
+    used_by = f"{handles[0][0].value}:{handles[0][1]}"
+    customer_id = await redeem_link_token(ctx.session, token, used_by=used_by,
+                                          now=ctx.envelope.received_at)
+    if customer_id is None:
+        ctx.hit("identify:link-token-invalid")
+        return False
+    customer = await _live_customer(ctx, customer_id)
+    others: set[int] = set()
+    for (kind, value), (owner_id, _name, _deleted) in owners.items():
+        if owner_id != customer.id:
+            others.add(owner_id)
+            await ctx.session.execute(
+                update(CustomerIdentity)
+                .where(CustomerIdentity.kind == kind, CustomerIdentity.value == value)
+                .values(customer_id=customer.id)
+                .execution_options(synchronize_session=False)
+            )
+    for other in sorted(others):
+        await record_suggestion(
+            ctx.session, customer.id,
+            MatchCandidate(customer_id=other, score=100.0, reasons={"link_token": 100.0}),
+            source="routing",
+        )
+    await _attach_new_handles(ctx, customer, handles, set(owners))
+    ctx.customer = customer
+    ctx.hit("identify:link-token")
+    return True
+
+
 async def identify(ctx: RoutingContext) -> None:
-    """Set ``ctx.customer``: by exact identity, by a confident fuzzy match, or a new lead."""
+    """Set ``ctx.customer``: by a link token, by exact identity, by a confident fuzzy
+    match, or a new lead."""
     handles = envelope_handles(ctx)
     owners = await find_identity_owners(ctx.session, handles)
+    if await _by_link_token(ctx, handles, owners):
+        return
     if owners:
         ordered = sorted(owners.items(), key=lambda item: _KIND_ORDER.index(item[0][0]))
         (kind, _value), (customer_id, _name, _deleted) = ordered[0]
