@@ -139,6 +139,7 @@ def _register_command_groups() -> None:
         duplicates,
         email_cmds,
         routing_cmds,
+        telegram_cmds,
     )
 
     del customer_admin, duplicates  # imported for their commands on the customers group
@@ -148,6 +149,7 @@ def _register_command_groups() -> None:
     main.add_command(routing_cmds.bus)
     main.add_command(routing_cmds.outbox)
     main.add_command(email_cmds.email)
+    main.add_command(telegram_cmds.telegram)
 
 
 _register_command_groups()
