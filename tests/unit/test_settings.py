@@ -387,3 +387,28 @@ password = "p"
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert "mailbox names must be unique: a" in str(info.value)
+
+
+TELEGRAM_EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "telegram.example.toml"
+
+
+def test_the_telegram_example_loads_and_bad_tokens_are_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """config/telegram.example.toml is valid; a malformed token or missing secret is named."""
+    monkeypatch.setenv("CC_CONFIG", str(TELEGRAM_EXAMPLE))
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:ABC-def")
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "s3cret")
+    telegram = load_settings().telegram
+    assert telegram is not None and telegram.mode == "webhook"
+    assert telegram.resolved_token() == "123456:ABC-def"
+    assert "ABC-def" not in repr(load_settings().masked())
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "no-colon")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "bot token looks wrong" in str(info.value)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:ABC-def")
+    monkeypatch.delenv("TELEGRAM_WEBHOOK_SECRET")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "TELEGRAM_WEBHOOK_SECRET is not set" in str(info.value)
