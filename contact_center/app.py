@@ -108,6 +108,10 @@ def create_app(
 
     app.on_cleanup.append(close_database)
     _setup_channels(app, settings)
+    if settings.webchat.enabled:
+        from contact_center.webchat import install_webchat
+
+        install_webchat(app, settings, app[DATABASE_KEY], app[ENGINE_KEY])
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -155,6 +159,10 @@ async def serve_forever(settings: Settings) -> None:
     bot = app.get(TELEGRAM_BOT_KEY) or telegram_bot(settings)
     if settings.routing.embedded_worker:
         registry = build_registry(settings, bot)
+        if settings.webchat.enabled:
+            from contact_center.webchat import webchat_adapter
+
+            registry.register(webchat_adapter(app))
         background.append(asyncio.create_task(run_routing(engine, stop)))
         background.append(asyncio.create_task(
             dispatch_loop(build_dispatcher(settings, database, registry), stop)

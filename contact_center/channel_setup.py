@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from telegram import Bot
 
@@ -53,9 +54,21 @@ def smtp_adapter(settings: Settings) -> SmtpAdapter | None:
                        addresses)
 
 
-def build_registry(settings: Settings, bot: Bot | None = None) -> ChannelRegistry:
-    """Outbound adapters of every configured channel."""
+def build_registry(
+    settings: Settings, bot: Bot | None = None, redis: Any | None = None
+) -> ChannelRegistry:
+    """Outbound adapters of every configured channel.
+
+    Web chat replies need the visitors' sockets: ``serve`` registers its own hub's
+    adapter; a separate worker can send them only through Redis (``redis``), which
+    every web node's hub listens to.
+    """
     registry = ChannelRegistry()
+    if redis is not None and settings.webchat.enabled:
+        from channels.webchat.adapter import WebchatAdapter
+        from channels.webchat.hub import WebchatHub
+
+        registry.register(WebchatAdapter(WebchatHub(redis)))
     adapter = smtp_adapter(settings)
     if adapter is not None:
         registry.register(adapter)

@@ -293,6 +293,42 @@ class TelegramSettings(BaseModel):
         return _secret(self.webhook_secret, self.webhook_secret_env, "telegram webhook_secret")
 
 
+class WebchatSettings(BaseModel):
+    """The web chat widget (``[webchat]``): who may embed it, limits and its texts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    allowed_origins: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8080", "http://localhost:8080"]
+    )
+    """Pages (``scheme://host[:port]``) that may open a chat socket; ``"*"`` allows any."""
+    rate_burst: int = Field(default=5, ge=1, le=1000)
+    """Messages a visitor may send at once before the sustained rate applies."""
+    rate_per_second: float = Field(default=1.0, gt=0, le=1000)
+    max_message_chars: int = Field(default=4000, ge=1, le=20000)
+    prechat_form: Literal["off", "optional", "required"] = "optional"
+    """Ask name, e-mail and phone before the first message (the visitor may skip: optional)."""
+    title_zh: str = Field(default="在线客服", min_length=1, max_length=100)
+    title_en: str = Field(default="Chat with us", min_length=1, max_length=100)
+    greeting_zh: str = Field(default="您好！请问有什么可以帮您？", max_length=500)
+    greeting_en: str = Field(default="Hello! How can we help you?", max_length=500)
+    presence_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    """How long the answer to "is any agent online?" is reused."""
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        from channels.webchat.origins import invalid_origins
+
+        bad = invalid_origins(value)
+        if bad:
+            raise ValueError(
+                f"not an origin (scheme://host[:port], or \"*\"): {', '.join(map(repr, bad))}"
+            )
+        return value
+
+
 class Settings(BaseSettings):
     """Everything a contact-center process needs to know at start-up."""
 
@@ -318,6 +354,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=lambda: RoutingSettings())
     email: EmailSettings = EmailSettings()
     telegram: TelegramSettings | None = None
+    webchat: WebchatSettings = WebchatSettings()
 
     @field_validator("database_url")
     @classmethod

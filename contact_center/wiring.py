@@ -76,11 +76,12 @@ def build_engine(settings: Settings, database: Database, redis: Any | None = Non
 
 
 def build_dispatcher(
-    settings: Settings, database: Database, registry: ChannelRegistry | None = None
+    settings: Settings, database: Database, registry: ChannelRegistry | None = None,
+    redis: Any | None = None,
 ) -> OutboxDispatcher:
     """The outbox dispatcher over the configured channel adapters."""
     from contact_center.channel_setup import build_registry
 
     return OutboxDispatcher(
-        database, registry or build_registry(settings), retry_policy(settings)
+        database, registry or build_registry(settings, redis=redis), retry_policy(settings)
     )

@@ -138,6 +138,28 @@ async def identify(ctx: RoutingContext) -> None:
     await _fuzzy_or_new(ctx, handles)
 
 
+def _language(ctx: RoutingContext) -> dict[str, str]:
+    """The language a channel saw (the chat widget's page) for a new lead."""
+    language = ctx.envelope.metadata.get("language")
+    return {"language": language} if language in ("zh-CN", "en") else {}
+
+
+def _lead_name(display_name: str | None, handles: list[tuple[IdentityKind, str]]) -> str:
+    """A new lead's name: the one given, else something a person can read."""
+    if display_name and display_name.strip():
+        return display_name.strip()
+    kinds = dict(handles)
+    if IdentityKind.EMAIL in kinds:
+        return kinds[IdentityKind.EMAIL]
+    if IdentityKind.PHONE in kinds:
+        return kinds[IdentityKind.PHONE]
+    if IdentityKind.WEBCHAT in kinds:  # a random id says nothing: a short tag instead
+        return f"访客 Visitor {kinds[IdentityKind.WEBCHAT][-6:]}"
+    if IdentityKind.TELEGRAM in kinds:
+        return f"Telegram {kinds[IdentityKind.TELEGRAM]}"
+    return "Unknown 未知客户"
+
+
 async def _suggest_shared_handles(ctx: RoutingContext, customer_id: int, others: set[int]) -> None:
     from crm_core.identity import MatchCandidate, record_suggestion
 
@@ -172,9 +194,9 @@ async def _fuzzy_or_new(ctx: RoutingContext, handles: list[tuple[IdentityKind, s
         ctx.hit(f"identify:fuzzy-link:{best.score:.0f}")
         return
 
-    display = sender.display_name or (handles[0][1] if handles else "Unknown 未知客户")
     data: dict[str, Any] = {
-        "display_name": display[:200],
+        "display_name": _lead_name(sender.display_name, handles)[:200],
+        **_language(ctx),
         "source": f"channel:{ctx.envelope.channel.value}",
         "identities": [{"kind": k.value, "value": v} for k, v in handles],
     }
