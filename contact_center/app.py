@@ -120,6 +120,10 @@ def create_app(
 
 def _setup_channels(app: web.Application, settings: Settings) -> None:
     """Webhook routes of the configured channels."""
+    if settings.voice is not None:
+        from contact_center.voice_webhook import setup_voice
+
+        setup_voice(app, settings, app[DATABASE_KEY], app[ENGINE_KEY])
     telegram = settings.telegram
     if telegram is not None and telegram.mode == "webhook":
         from contact_center.channel_setup import telegram_bot, telegram_intake

@@ -329,6 +329,64 @@ class WebchatSettings(BaseModel):
         return value
 
 
+class VoiceSettings(BaseModel):
+    """The phone channel (``[voice]``): a TwiML provider's webhooks and a PBX's CTI events."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auth_token: SecretStr | None = None
+    auth_token_env: str | None = None
+    """The provider's auth token: every webhook's ``X-Twilio-Signature`` is checked with it."""
+    flows_file: Path = PROJECT_ROOT / "config" / "flows.toml"
+    flow: str = "main"
+    team: str | None = None
+    """Team whose online agents take calls (unset: any online agent with a phone)."""
+    say_languages: dict[str, str] = Field(
+        default_factory=lambda: {"zh-CN": "zh-CN", "en": "en-US"})
+    """Flow language → the provider's ``<Say language>``."""
+    hold_music_url: str | None = None
+    dial_timeout_seconds: int = Field(default=20, ge=5, le=120)
+    caller_id: str | None = None
+    """Number shown to agents' phones when a call is put through (default: the caller's)."""
+    cti_token: SecretStr | None = None
+    cti_token_env: str | None = None
+    """Bearer token of the generic CTI webhook (``/webhooks/cti``); unset: CTI is off."""
+
+    @field_validator("flows_file")
+    @classmethod
+    def _flows_file(cls, value: Path) -> Path:
+        from routing.flows import FlowError, load_flows
+
+        if not value.is_file():
+            raise ValueError(f"no such file {str(value)!r}")
+        try:
+            load_flows(value)
+        except FlowError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _secrets(self) -> VoiceSettings:
+        if not _secret(self.auth_token, self.auth_token_env, "voice auth_token") and not (
+            _secret(self.cti_token, self.cti_token_env, "voice cti_token")
+        ):
+            raise ValueError("set auth_token(_env) for a TwiML provider, cti_token(_env) for "
+                             "a PBX, or both")
+        from routing.flows import load_flows
+
+        if self.flow not in load_flows(self.flows_file).flows:
+            raise ValueError(f"no flow {self.flow!r} in {self.flows_file}")
+        return self
+
+    def resolved_auth_token(self) -> str | None:
+        """The provider's auth token, if configured."""
+        return _secret(self.auth_token, self.auth_token_env, "voice auth_token")
+
+    def resolved_cti_token(self) -> str | None:
+        """The CTI bearer token, if configured."""
+        return _secret(self.cti_token, self.cti_token_env, "voice cti_token")
+
+
 class Settings(BaseSettings):
     """Everything a contact-center process needs to know at start-up."""
 
@@ -355,6 +413,7 @@ class Settings(BaseSettings):
     email: EmailSettings = EmailSettings()
     telegram: TelegramSettings | None = None
     webchat: WebchatSettings = WebchatSettings()
+    voice: VoiceSettings | None = None
 
     @field_validator("database_url")
     @classmethod

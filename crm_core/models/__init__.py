@@ -3,6 +3,7 @@
 from crm_core.models.admin import AuditLog, Segment
 from crm_core.models.agent import Agent, Team, agent_teams
 from crm_core.models.base import Base, utcnow
+from crm_core.models.calls import CallRecord
 from crm_core.models.customer import (
     ClassificationRule,
     Customer,
@@ -40,6 +41,7 @@ __all__ = [
     "AuditLog",
     "Availability",
     "Base",
+    "CallRecord",
     "Channel",
     "ChannelCursor",
     "ClassificationRule",

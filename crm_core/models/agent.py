@@ -46,6 +46,9 @@ class Agent(Base):
     login: Mapped[str] = mapped_column(String(100), unique=True)
     display_name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(100))
+    """Where calls for this agent are put through: an E.164 number, ``client:NAME`` or a
+    ``sip:`` address."""
     password_hash: Mapped[str] = mapped_column(String(200))
     role: Mapped[AgentRole] = mapped_column(default=AgentRole.AGENT)
     skills: Mapped[list[str]] = mapped_column(default=list)

@@ -42,7 +42,7 @@ async def assign_to(ctx: RoutingContext, team_name: str | None, reason_prefix: s
 
 async def assign(ctx: RoutingContext) -> None:
     """Assign when the conversation is new, reopened, or still has nobody on it."""
-    if ctx.envelope.automated:
+    if ctx.envelope.automated or ctx.envelope.metadata.get("log_only"):
         return
     conversation = ctx.require_conversation()
     if not (ctx.conversation_created or ctx.ticket_reopened or conversation.assignee_id is None):

@@ -46,7 +46,7 @@ async def _open_ticket(ctx: RoutingContext) -> Ticket:
         conversation_id=ctx.require_conversation().id,
         first_response_due_at=first_due,
         resolution_due_at=resolution_due,
-        tags=[],
+        tags=[str(t) for t in ctx.envelope.metadata.get("ticket_tags", [])][:20],
     )
     ctx.session.add(ticket)
     await ctx.session.flush()
@@ -60,10 +60,15 @@ async def ticket(ctx: RoutingContext) -> None:
     """Set ``ctx.ticket``: the conversation's ticket, reopened or new as the rules say.
 
     Automated mail (auto-replies, bounces, list mail) touches no ticket: an out-of-office
-    answer must neither open a ticket nor count as the customer's reply.
+    answer must neither open a ticket nor count as the customer's reply. Neither does a
+    ``log_only`` message (a call that started: it becomes a ticket only with a voicemail,
+    a callback request or an agent). ``metadata.ticket_tags`` tag a new ticket.
     """
     if ctx.envelope.automated:
         ctx.hit(f"ticket:skipped-automated:{ctx.envelope.automated}")
+        return
+    if ctx.envelope.metadata.get("log_only"):
+        ctx.hit("ticket:skipped-log-only")
         return
     conversation = ctx.require_conversation()
     current = await ctx.session.scalar(

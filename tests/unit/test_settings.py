@@ -412,3 +412,31 @@ def test_the_telegram_example_loads_and_bad_tokens_are_named(
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert "TELEGRAM_WEBHOOK_SECRET is not set" in str(info.value)
+
+
+VOICE_EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "voice.example.toml"
+
+
+def test_the_voice_example_loads_and_a_bad_flow_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """config/voice.example.toml is valid; a flow file with an error stops start-up."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv("CC_CONFIG", str(VOICE_EXAMPLE))
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "tok")
+    monkeypatch.setenv("CTI_TOKEN", "cti")
+    voice = load_settings().voice
+    assert voice is not None and voice.flow == "main" and voice.resolved_cti_token() == "cti"
+    broken = write_toml(tmp_path / "flows.toml", """
+[flows.main]
+start = "menu"
+
+[flows.main.nodes.menu]
+kind = "menu"
+say = { "zh-CN" = "按1", en = "Press 1" }
+options = [{ digit = "1", goto = "nowhere" }]
+""")
+    monkeypatch.setenv("CC_VOICE__FLOWS_FILE", str(broken))
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "nowhere" in str(info.value)
