@@ -58,8 +58,7 @@ td{{padding:.2rem 1rem .2rem 0}}</style></head>
 <table><tr><td>Customers · 客户</td><td>{customers}</td></tr>
 <tr><td>Open tickets · 未结工单</td><td>{tickets}</td></tr>
 <tr><td>Agents · 坐席</td><td>{agents}</td></tr></table>
-<p>The agent console arrives with the next release; until then use the
-<code>contact-center</code> command. 坐席工作台即将推出，目前请使用命令行。</p>
+<p><a href="/console/">Agent console · 坐席工作台</a></p>
 <p><a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></p></body></html>
 """
 
@@ -108,6 +107,9 @@ def create_app(
 
     app.on_cleanup.append(close_database)
     _setup_channels(app, settings)
+    from contact_center.web import setup_console
+
+    setup_console(app, settings, app[DATABASE_KEY], app[ENGINE_KEY])
     if settings.webchat.enabled:
         from contact_center.webchat import install_webchat
 

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from crm_core import models
 from crm_core.db import create_engine
+from crm_core.schema import include_object
 
 target_metadata = models.Base.metadata
 
@@ -21,6 +22,7 @@ def _configure(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         user_module_prefix="crm_core.models.base.",
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

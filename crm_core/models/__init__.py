@@ -4,6 +4,7 @@ from crm_core.models.admin import AuditLog, Segment
 from crm_core.models.agent import Agent, Team, agent_teams
 from crm_core.models.base import Base, utcnow
 from crm_core.models.calls import CallRecord
+from crm_core.models.console import AgentSession, CannedResponse, PasswordResetToken
 from crm_core.models.customer import (
     ClassificationRule,
     Customer,
@@ -38,10 +39,12 @@ from crm_core.models.service import Conversation, Interaction, Ticket, ticket_nu
 __all__ = [
     "Agent",
     "AgentRole",
+    "AgentSession",
     "AuditLog",
     "Availability",
     "Base",
     "CallRecord",
+    "CannedResponse",
     "Channel",
     "ChannelCursor",
     "ClassificationRule",
@@ -65,6 +68,7 @@ __all__ = [
     "MergeRecord",
     "Organization",
     "OutboxMessage",
+    "PasswordResetToken",
     "QuarantinedMessage",
     "QueueEntry",
     "Segment",

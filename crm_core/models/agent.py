@@ -60,6 +60,10 @@ class Agent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_login_at: Mapped[datetime | None]
+    ui_language: Mapped[str] = mapped_column(String(20), default="zh-CN", server_default="zh-CN")
+    """The console's language for this agent: ``zh-CN`` or ``en``."""
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None]
 
     teams: Mapped[list[Team]] = relationship(
         secondary=agent_teams, back_populates="agents", lazy="raise"

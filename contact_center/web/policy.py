@@ -1,0 +1,70 @@
+"""Who may see and change what in the console: the role rules, in one place.
+
+- admin: everything, including settings;
+- supervisor: every conversation of their teams (and unassigned ones without a team),
+  reports and campaigns;
+- agent: their own conversations, their teams' unassigned queue, their own customers.
+
+Pages and API calls check here; queries that list things filter with
+``visible_conversations`` so nobody sees a row they could not open.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, and_, false, or_, true
+from sqlalchemy.sql.elements import ColumnElement
+
+from crm_core.models import Agent, AgentRole, Conversation, Customer
+
+
+def is_admin(agent: Agent) -> bool:
+    """Admins see and change everything."""
+    return agent.role == AgentRole.ADMIN
+
+
+def is_supervisor(agent: Agent) -> bool:
+    """Supervisors (and admins) see their teams' work, reports and campaigns."""
+    return agent.role in (AgentRole.ADMIN, AgentRole.SUPERVISOR)
+
+
+def conversation_filter(agent: Agent, team_ids: set[int]) -> ColumnElement[bool]:
+    """The SQL condition for the conversations ``agent`` may see."""
+    if is_admin(agent):
+        return true()
+    teams = Conversation.team_id.in_(team_ids) if team_ids else false()
+    unassigned_no_team = and_(Conversation.assignee_id.is_(None), Conversation.team_id.is_(None))
+    if agent.role == AgentRole.SUPERVISOR:
+        return or_(Conversation.assignee_id == agent.id, teams, unassigned_no_team)
+    team_queue = and_(Conversation.assignee_id.is_(None), teams)
+    return or_(Conversation.assignee_id == agent.id, team_queue, unassigned_no_team)
+
+
+def visible_conversations(query: Select, agent: Agent, team_ids: set[int]) -> Select:
+    """``query`` (over ``Conversation``) narrowed to what ``agent`` may see."""
+    return query.where(conversation_filter(agent, team_ids))
+
+
+def can_see_conversation(agent: Agent, team_ids: set[int], conversation: Conversation) -> bool:
+    """The same rule for one loaded conversation."""
+    if is_admin(agent):
+        return True
+    if conversation.assignee_id == agent.id:
+        return True
+    in_team = conversation.team_id is not None and conversation.team_id in team_ids
+    unassigned = conversation.assignee_id is None
+    if agent.role == AgentRole.SUPERVISOR:
+        return in_team or (unassigned and conversation.team_id is None)
+    return unassigned and (in_team or conversation.team_id is None)
+
+
+def can_see_customer(agent: Agent, customer: Customer, *, has_visible_conversation: bool) -> bool:
+    """Admins and supervisors see every customer; an agent their own customers and those
+    of conversations they may see."""
+    if is_supervisor(agent):
+        return True
+    return customer.owner_agent_id == agent.id or has_visible_conversation
+
+
+def can_edit_settings(agent: Agent) -> bool:
+    """Only admins change agents, teams, channels and system settings."""
+    return is_admin(agent)
