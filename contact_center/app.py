@@ -92,7 +92,9 @@ def create_app(
     """
     from contact_center.wiring import build_engine, redis_client
 
-    app = web.Application()
+    # Uploads (attachments, CSV imports) up to the attachment limit plus form overhead.
+    upload_limit = int(settings.email.max_attachment_mb * 1024 * 1024) + 1024 * 1024
+    app = web.Application(client_max_size=max(upload_limit, 2 * 1024 * 1024))
     app[SETTINGS_KEY] = settings
     owns_database = database is None
     app[DATABASE_KEY] = database or open_database(settings)
@@ -114,6 +116,9 @@ def create_app(
         from contact_center.webchat import install_webchat
 
         install_webchat(app, settings, app[DATABASE_KEY], app[ENGINE_KEY])
+    from contact_center.unsubscribe import setup_campaign_links
+
+    setup_campaign_links(app, settings, app[DATABASE_KEY], app[ENGINE_KEY])
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -174,6 +179,10 @@ async def serve_forever(settings: Settings) -> None:
             dispatch_loop(build_dispatcher(settings, database, registry), stop)
         ))
         log.info("routing.embedded", bus=type(engine.bus).__name__)
+        from contact_center.scheduler import run_embedded_scheduler
+
+        background.append(asyncio.create_task(
+            run_embedded_scheduler(settings, database, engine, stop)))
     if settings.email.mailboxes and settings.email.fetch_in_serve:
         readers = imap_readers(settings, database, engine.publish)
         background.append(asyncio.create_task(run_intake(readers, stop)))

@@ -150,6 +150,10 @@ def _register_command_groups() -> None:
     main.add_command(routing_cmds.outbox)
     main.add_command(email_cmds.email)
     main.add_command(telegram_cmds.telegram)
+    from contact_center.commands import scheduler_cmds
+
+    main.add_command(scheduler_cmds.scheduler)
+    main.add_command(scheduler_cmds.campaigns)
 
 
 _register_command_groups()

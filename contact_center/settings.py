@@ -387,6 +387,30 @@ class VoiceSettings(BaseModel):
         return _secret(self.cti_token, self.cti_token_env, "voice cti_token")
 
 
+class CampaignSettings(BaseModel):
+    """``[campaigns]``: care campaigns and the scheduler that runs them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: Path = PROJECT_ROOT / "config" / "campaigns.toml"
+    """Campaigns, their templates, and the [feedback] rules."""
+    tick_seconds: float = Field(default=15.0, gt=0, le=3600)
+    """How often the scheduler looks for due work when it found none."""
+    batch_size: int = Field(default=200, ge=1, le=5000)
+    """Sends handled per transaction."""
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: Path) -> Path:
+        from crm_core.services.campaign_config import CampaignConfigError, load_campaigns
+
+        try:
+            load_campaigns(value)
+        except CampaignConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
 class Settings(BaseSettings):
     """Everything a contact-center process needs to know at start-up."""
 
@@ -414,6 +438,7 @@ class Settings(BaseSettings):
     telegram: TelegramSettings | None = None
     webchat: WebchatSettings = WebchatSettings()
     voice: VoiceSettings | None = None
+    campaigns: CampaignSettings = Field(default_factory=lambda: CampaignSettings())
 
     @field_validator("database_url")
     @classmethod

@@ -72,6 +72,7 @@ def build_engine(settings: Settings, database: Database, redis: Any | None = Non
         build_bus(settings, database, redis),
         routing_config(settings),
         build_events(redis),
+        batch_size=settings.routing.batch_size,
     )
 
 

@@ -56,7 +56,8 @@ async def run_worker(settings: Settings, *, concurrency: int = 1) -> None:
     try:
         engine = build_engine(settings, database, redis)
         dispatcher = build_dispatcher(settings, database, redis=redis)
-        log.info("worker.started", worker=worker_name(), bus=type(engine.bus).__name__)
+        log.info("worker.started", worker=worker_name(), bus=type(engine.bus).__name__,
+                 batch_size=engine.batch_size)
         await asyncio.gather(
             run_routing(engine, stop, concurrency), dispatch_loop(dispatcher, stop)
         )

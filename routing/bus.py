@@ -3,15 +3,22 @@
 ``DatabaseBus`` is the embedded default: a durable table with leases, retries with
 exponential backoff and a dead-letter state an admin can see and replay. Acknowledging
 inside the transaction that recorded a message's effects makes processing exactly-once.
+
+A worker processes a micro-batch of deliveries in one transaction: it first *pins* the
+batch (:meth:`DatabaseBus.pin`: one conditional UPDATE that renews the leases still
+held and returns them), which keeps the entries its own until commit — the SQLite write
+lock, or the PostgreSQL row locks that claimers skip (``SKIP LOCKED``) — then records
+the effects, and acknowledges and fails entries set-based in that same transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -65,6 +72,22 @@ class Bus(Protocol):
     async def fail(self, delivery: Delivery, error: str) -> bool:
         """Schedule a retry, or dead-letter after the last attempt; ``True`` when dead."""
         ...
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> int:
+        """Acknowledge processed entries at once; returns how many were still held."""
+        ...
+
+    async def touch_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Renew the leases of entries still being worked on."""
+        ...
+
+
+def _by_worker(deliveries: Sequence[Delivery]) -> dict[str, list[Delivery]]:
+    """Deliveries grouped by the worker holding them (a batch has one)."""
+    groups: dict[str, list[Delivery]] = {}
+    for delivery in deliveries:
+        groups.setdefault(delivery.worker, []).append(delivery)
+    return groups
 
 
 class DatabaseBus:
@@ -145,42 +168,104 @@ class DatabaseBus:
 
     async def touch(self, delivery: Delivery) -> None:
         """Renew the lease of an entry still being worked on."""
+        await self.touch_many([delivery])
+
+    async def touch_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Renew the leases of entries still being worked on, one UPDATE per worker."""
+        if not deliveries:
+            return
         async with self.database.transaction() as session:
-            await session.execute(
+            for worker, group in _by_worker(deliveries).items():
+                await session.execute(
+                    update(QueueEntry)
+                    .where(QueueEntry.id.in_([d.id for d in group]),
+                           QueueEntry.leased_by == worker)
+                    .values(lease_until=utcnow() + self.policy.lease)
+                    .execution_options(synchronize_session=False)
+                )
+
+    async def pin(self, session: AsyncSession, deliveries: Sequence[Delivery]) -> set[int | str]:
+        """Renew the leases still held and return their ids, inside the work transaction.
+
+        Call it first in the transaction that will record the entries' effects: from here
+        to the commit nobody can take them over (SQLite: the write lock is held; PostgreSQL:
+        the UPDATE's row locks are held, and claimers skip locked rows). An entry missing
+        from the answer was taken over by another worker (or is no longer ready) and must
+        not be processed in this transaction. The claim's attempt count must match too, so
+        a lease that went away and came back to the same worker name is not confused.
+        """
+        owned: set[int | str] = set()
+        for worker, group in _by_worker(deliveries).items():
+            rows = await session.execute(
                 update(QueueEntry)
-                .where(QueueEntry.id == delivery.id, QueueEntry.leased_by == delivery.worker)
+                .where(
+                    tuple_(QueueEntry.id, QueueEntry.attempts).in_(
+                        [(d.id, d.attempts) for d in group]
+                    ),
+                    QueueEntry.leased_by == worker,
+                    QueueEntry.status == READY,
+                )
                 .values(lease_until=utcnow() + self.policy.lease)
+                .returning(QueueEntry.id)
+                .execution_options(synchronize_session=False)
             )
+            owned.update(rows.scalars())
+        return owned
 
     async def ack(self, delivery: Delivery, session: AsyncSession | None = None) -> bool:
         """Remove a processed entry; pass the session of the work to make both one commit.
 
         Returns ``False`` when the lease was lost (another worker took the entry over).
         """
-        statement = delete(QueueEntry).where(
-            QueueEntry.id == delivery.id, QueueEntry.leased_by == delivery.worker
-        )
-        if session is not None:
-            result = await session.execute(statement)
-            return bool(result.rowcount)
-        async with self.database.transaction() as own:
-            result = await own.execute(statement)
-        return bool(result.rowcount)
+        return await self.ack_many([delivery], session) == 1
 
-    async def fail(self, delivery: Delivery, error: str) -> bool:
-        """Record the error; retry after a backoff or dead-letter after the last attempt."""
+    async def ack_many(
+        self, deliveries: Sequence[Delivery], session: AsyncSession | None = None
+    ) -> int:
+        """Remove processed entries with one DELETE per worker (a batch has one).
+
+        Pass the session of the work to make effects and acknowledgements one commit.
+        Returns how many entries were removed; fewer than given means leases were lost.
+        """
+        if not deliveries:
+            return 0
+        if session is None:
+            async with self.database.transaction() as own:
+                return await self.ack_many(deliveries, own)
+        removed = 0
+        for worker, group in _by_worker(deliveries).items():
+            result = await session.execute(
+                delete(QueueEntry)
+                .where(QueueEntry.id.in_([d.id for d in group]), QueueEntry.leased_by == worker)
+                .execution_options(synchronize_session=False)
+            )
+            removed += int(result.rowcount or 0)
+        return removed
+
+    async def fail(
+        self, delivery: Delivery, error: str, session: AsyncSession | None = None
+    ) -> bool:
+        """Record the error; retry after a backoff or dead-letter after the last attempt.
+
+        Pass a session to record it in that transaction (the engine's batch transaction).
+        """
         dead = delivery.attempts >= self.policy.max_attempts
         values: dict[str, object] = {"lease_until": None, "last_error": error[:4000]}
         if dead:
             values["status"] = DEAD
         else:
             values["available_at"] = utcnow() + self.policy.delay(delivery.attempts)
-        async with self.database.transaction() as session:
-            await session.execute(
-                update(QueueEntry)
-                .where(QueueEntry.id == delivery.id, QueueEntry.leased_by == delivery.worker)
-                .values(**values)
-            )
+        statement = (
+            update(QueueEntry)
+            .where(QueueEntry.id == delivery.id, QueueEntry.leased_by == delivery.worker)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if session is not None:
+            await session.execute(statement)
+            return dead
+        async with self.database.transaction() as own:
+            await own.execute(statement)
         return dead
 
     async def dead_letters(self, topic: str | None = None, limit: int = 100) -> list[QueueEntry]:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from routing.context import RoutingContext
 from routing.steps.assign import assign
 from routing.steps.bounces import bounces
+from routing.steps.care import care_complaints, care_replies
 from routing.steps.dedupe import dedupe
 from routing.steps.identify import identify
 from routing.steps.log import log
@@ -19,11 +20,14 @@ Step = Callable[[RoutingContext], Awaitable[None]]
 DEFAULT_PIPELINE: tuple[tuple[str, Step], ...] = (
     ("dedupe", dedupe),
     ("identify", identify),
+    ("care-replies", care_replies),
     ("thread", thread),
     ("log", log),
     ("bounces", bounces),
     ("ticket", ticket),
+    ("care-complaints", care_complaints),
     ("assign", assign),
     ("rules", rules),
 )
-"""dedupe → identify → thread → log → bounces → ticket → assign → rules; events after commit."""
+"""dedupe → identify → care-replies → thread → log → bounces → ticket → care-complaints →
+assign → rules; events after commit."""

@@ -1,14 +1,16 @@
 """The scale-out bus: a Redis stream per topic read by a consumer group.
 
 Workers read with ``XREADGROUP``, acknowledge with ``XACK`` only after their database
-commit, and take over entries left idle by a dead worker with ``XAUTOCLAIM``. A retry is
-an entry left pending until its lease has passed; after the last attempt it moves to a
-dead-letter stream (``<stream>:dead``) that an admin can read and replay. Publishing
-is once per key: a Lua script sets the key and adds the entry atomically.
+commit (a whole micro-batch in one round trip), and take over entries left idle by a
+dead worker with ``XAUTOCLAIM``. A retry is an entry left pending until its lease has
+passed; after the last attempt it moves to a dead-letter stream (``<stream>:dead``) that
+an admin can read and replay. Publishing is once per key: a Lua script sets the key and
+adds the entry atomically.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -128,19 +130,42 @@ class RedisStreamBus:
 
     async def touch(self, delivery: Delivery) -> None:
         """Reset the entry's idle time, so it is not taken over while still being worked on."""
-        await self.redis.xclaim(
-            self.stream(delivery.topic), GROUP, delivery.worker, min_idle_time=0,
-            message_ids=[str(delivery.id)], justid=True,
-        )
+        await self.touch_many([delivery])
+
+    async def touch_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Reset the idle time of entries still being worked on: one XCLAIM per worker.
+
+        ``JUSTID`` leaves the delivery counts (the attempts) as they are.
+        """
+        groups: dict[tuple[str, str], list[str]] = {}
+        for delivery in deliveries:
+            groups.setdefault((delivery.topic, delivery.worker), []).append(str(delivery.id))
+        for (topic, worker), ids in groups.items():
+            await self.redis.xclaim(
+                self.stream(topic), GROUP, worker, min_idle_time=0, message_ids=ids, justid=True
+            )
 
     async def ack(self, delivery: Delivery) -> bool:
         """Acknowledge after the database commit; the entry leaves the stream."""
-        stream = self.stream(delivery.topic)
+        return await self.ack_many([delivery]) == 1
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> int:
+        """Acknowledge a batch after its database commit, in one round trip.
+
+        Returns how many entries were still pending (fewer: another worker had taken
+        some over; the dedupe step makes its redelivery harmless).
+        """
+        by_topic: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            by_topic.setdefault(delivery.topic, []).append(str(delivery.id))
+        if not by_topic:
+            return 0
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(stream, GROUP, str(delivery.id))
-            pipe.xdel(stream, str(delivery.id))
-            acked, _ = await pipe.execute()
-        return bool(acked)
+            for topic, ids in by_topic.items():
+                pipe.xack(self.stream(topic), GROUP, *ids)
+                pipe.xdel(self.stream(topic), *ids)
+            replies = await pipe.execute()
+        return sum(int(acked) for acked in replies[::2])
 
     async def fail(self, delivery: Delivery, error: str) -> bool:
         """Retry after the policy's backoff, or dead-letter after the last attempt.

@@ -56,6 +56,8 @@ class RequestContext:
     csrf_token: str = ""
     session_token: str = ""
     team_ids: set[int] = field(default_factory=set)
+    team_member_ids: set[int] = field(default_factory=set)
+    """For supervisors: every agent of their teams."""
 
     def gettext(self, text: str, **values: object) -> str:
         """Translate for this request."""
@@ -99,11 +101,16 @@ def set_cookie(request: web.Request, response: web.StreamResponse, name: str, va
                         samesite="Lax", secure=_secure(request))
 
 
-async def _team_ids(database: Database, agent_id: int) -> set[int]:
+async def _team_ids(database: Database, agent: Agent) -> tuple[set[int], set[int]]:
+    """The agent's teams, and (for supervisors) the members of those teams."""
     async with database.sessions() as session:
-        rows = await session.scalars(
-            select(agent_teams.c.team_id).where(agent_teams.c.agent_id == agent_id))
-        return set(rows)
+        teams = set(await session.scalars(
+            select(agent_teams.c.team_id).where(agent_teams.c.agent_id == agent.id)))
+        members: set[int] = set()
+        if agent.role == AgentRole.SUPERVISOR and teams:
+            members = set(await session.scalars(
+                select(agent_teams.c.agent_id).where(agent_teams.c.team_id.in_(teams))))
+        return teams, members
 
 
 def _security_headers(response: web.StreamResponse) -> None:
@@ -128,9 +135,10 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
             found = await auth_service.load_session(session, token)
         if found is not None:
             row, agent = found
+            teams, members = await _team_ids(database, agent)
             ctx = RequestContext(agent=agent, language=normalize_language(agent.ui_language),
                                  csrf_token=row.csrf_token, session_token=token,
-                                 team_ids=await _team_ids(database, agent.id))
+                                 team_ids=teams, team_member_ids=members)
     request[CONTEXT_KEY] = ctx
     try:
         if ctx.agent is None and not _is_public(request.path):

@@ -12,4 +12,27 @@ from routing.engine import RoutingEngine
 def setup_pages(app: web.Application, settings: Settings, database: Database,
                 engine: RoutingEngine) -> None:
     """Register every console area's routes (inbox, conversations, customers, admin …)."""
-    del app, settings, database, engine  # areas add themselves here as they are built
+    from contact_center.web.conversations import setup_conversations
+    from contact_center.web.customer360 import setup_customer360
+    from contact_center.web.inbox import setup_inbox
+    from contact_center.web.live import setup_live
+    from contact_center.web.search import setup_search
+
+    # The agent's daily screens: inbox, conversation, customer card, live updates, search.
+    setup_inbox(app)
+    setup_conversations(app)
+    setup_customer360(app)
+    setup_live(app)
+    setup_search(app)
+
+    # Customers area and admin area (customers.py, admin.py).
+    from contact_center.web.admin import setup_admin
+    from contact_center.web.customers import setup_customers
+
+    setup_customers(app)
+    setup_admin(app)
+
+    # Care campaigns with their results, and care tasks (campaigns.py).
+    from contact_center.web.campaigns import setup_campaigns
+
+    setup_campaigns(app)

@@ -11,10 +11,10 @@ Pages and API calls check here; queries that list things filter with
 
 from __future__ import annotations
 
-from sqlalchemy import Select, and_, false, or_, true
+from sqlalchemy import Select, and_, false, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
-from crm_core.models import Agent, AgentRole, Conversation, Customer
+from crm_core.models import Agent, AgentRole, Conversation, Customer, agent_teams
 
 
 def is_admin(agent: Agent) -> bool:
@@ -34,7 +34,11 @@ def conversation_filter(agent: Agent, team_ids: set[int]) -> ColumnElement[bool]
     teams = Conversation.team_id.in_(team_ids) if team_ids else false()
     unassigned_no_team = and_(Conversation.assignee_id.is_(None), Conversation.team_id.is_(None))
     if agent.role == AgentRole.SUPERVISOR:
-        return or_(Conversation.assignee_id == agent.id, teams, unassigned_no_team)
+        # Their teams' conversations, and those assigned to their teams' members even when
+        # the conversation itself has no team (a sticky owner assignment).
+        members = select(agent_teams.c.agent_id).where(agent_teams.c.team_id.in_(team_ids))
+        of_members = Conversation.assignee_id.in_(members) if team_ids else false()
+        return or_(Conversation.assignee_id == agent.id, teams, of_members, unassigned_no_team)
     team_queue = and_(Conversation.assignee_id.is_(None), teams)
     return or_(Conversation.assignee_id == agent.id, team_queue, unassigned_no_team)
 
@@ -44,8 +48,12 @@ def visible_conversations(query: Select, agent: Agent, team_ids: set[int]) -> Se
     return query.where(conversation_filter(agent, team_ids))
 
 
-def can_see_conversation(agent: Agent, team_ids: set[int], conversation: Conversation) -> bool:
-    """The same rule for one loaded conversation."""
+def can_see_conversation(
+    agent: Agent, team_ids: set[int], conversation: Conversation,
+    team_member_ids: set[int] | frozenset[int] = frozenset(),
+) -> bool:
+    """The same rule for one loaded conversation (``team_member_ids``: the agents of the
+    supervisor's teams)."""
     if is_admin(agent):
         return True
     if conversation.assignee_id == agent.id:
@@ -53,7 +61,9 @@ def can_see_conversation(agent: Agent, team_ids: set[int], conversation: Convers
     in_team = conversation.team_id is not None and conversation.team_id in team_ids
     unassigned = conversation.assignee_id is None
     if agent.role == AgentRole.SUPERVISOR:
-        return in_team or (unassigned and conversation.team_id is None)
+        of_member = conversation.assignee_id is not None and (
+            conversation.assignee_id in team_member_ids)
+        return in_team or of_member or (unassigned and conversation.team_id is None)
     return unassigned and (in_team or conversation.team_id is None)
 
 

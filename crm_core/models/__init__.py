@@ -4,6 +4,7 @@ from crm_core.models.admin import AuditLog, Segment
 from crm_core.models.agent import Agent, Team, agent_teams
 from crm_core.models.base import Base, utcnow
 from crm_core.models.calls import CallRecord
+from crm_core.models.campaigns import Campaign, CampaignSend, CareTask, FeedbackResponse
 from crm_core.models.console import AgentSession, CannedResponse, PasswordResetToken
 from crm_core.models.customer import (
     ClassificationRule,
@@ -44,7 +45,10 @@ __all__ = [
     "Availability",
     "Base",
     "CallRecord",
+    "Campaign",
+    "CampaignSend",
     "CannedResponse",
+    "CareTask",
     "Channel",
     "ChannelCursor",
     "ClassificationRule",
@@ -60,6 +64,7 @@ __all__ = [
     "CustomerTier",
     "Direction",
     "DuplicateSuggestion",
+    "FeedbackResponse",
     "IdentityKind",
     "Interaction",
     "InteractionKind",

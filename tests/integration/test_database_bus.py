@@ -134,3 +134,38 @@ async def test_touch_renews_the_lease(db: Database) -> None:
     await bus.touch(mine)
     assert await bus.claim(TOPIC, "w2") == []
     assert await bus.ack(mine) is True
+
+
+async def test_pin_holds_only_entries_still_leased_and_ack_many_is_one_delete(
+    db: Database,
+) -> None:
+    bus = DatabaseBus(db, NO_WAIT)
+    for i in range(4):
+        await bus.publish(TOPIC, f"k{i}", "{}")
+    mine = await bus.claim(TOPIC, "w1", limit=4)
+    async with db.transaction() as session:  # k1 was taken over, k2 claimed once more
+        await session.execute(
+            update(QueueEntry).where(QueueEntry.key == "k1").values(leased_by="w2")
+        )
+        await session.execute(
+            update(QueueEntry).where(QueueEntry.key == "k2")
+            .values(attempts=QueueEntry.attempts + 1)
+        )
+    await _expire_leases(db)
+    async with db.transaction() as session:
+        owned = await bus.pin(session, mine)
+        assert owned == {mine[0].id, mine[3].id}
+        assert await bus.ack_many([mine[0], mine[1]], session) == 1  # k1 is not ours
+    # k3's lease was renewed by the pin; k1 and k2 (expired, not ours) can be claimed.
+    assert {d.key for d in await bus.claim(TOPIC, "w3", limit=10)} == {"k1", "k2"}
+
+
+async def test_touch_many_renews_a_whole_batch(db: Database) -> None:
+    bus = DatabaseBus(db, NO_WAIT)
+    for i in range(3):
+        await bus.publish(TOPIC, f"k{i}", "{}")
+    batch = await bus.claim(TOPIC, "w1", limit=3)
+    await _expire_leases(db)
+    await bus.touch_many(batch)
+    assert await bus.claim(TOPIC, "w2", limit=10) == []
+    assert await bus.ack_many(batch) == 3

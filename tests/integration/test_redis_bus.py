@@ -100,3 +100,16 @@ async def test_a_failed_entry_is_retried_after_the_backoff_not_the_whole_lease(
         keys = [k async for k in redis_client.scan_iter(match=f"{redis_prefix}:*")]
         if keys:
             await redis_client.delete(*keys)
+
+
+async def test_a_batch_is_acknowledged_and_renewed_in_one_round_trip(bus: RedisStreamBus) -> None:
+    for i in range(3):
+        await bus.publish(TOPIC, f"k{i}", "{}")
+    batch = await bus.claim(TOPIC, "w1", limit=10)
+    await asyncio.sleep(0.1)  # the leases (50 ms) run out
+    await bus.touch_many(batch)  # still working on all of them
+    assert await bus.claim(TOPIC, "w2", limit=10) == []
+    assert [d.attempts for d in batch] == [1, 1, 1]
+    assert await bus.ack_many(batch) == 3
+    assert await bus.ack_many(batch) == 0  # already acknowledged
+    assert await bus.pending(TOPIC) == 0

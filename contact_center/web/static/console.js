@@ -16,8 +16,38 @@
   };
 
   // Live updates: any element with data-live="event.name ..." re-fetches its own
-  // fragment (data-live-src) when one of those events arrives.
+  // fragment (data-live-src) when one of those events arrives. With
+  // data-live-match="customer_id=12 ticket_id=34" only events naming one of those
+  // ids count. Bursts of events are folded into one fetch per element.
+  const pendingRefresh = new WeakMap();
+
+  function matches(element, event) {
+    const rule = element.getAttribute("data-live-match");
+    if (!rule) { return true; }
+    const data = event.data || {};
+    return rule.split(/\s+/).some(function (pair) {
+      const parts = pair.split("=");
+      return parts.length === 2 && data[parts[0]] !== undefined && data[parts[0]] !== null
+        && String(data[parts[0]]) === parts[1];
+    });
+  }
+
   function refresh(element) {
+    if (pendingRefresh.get(element)) { return; }
+    pendingRefresh.set(element, true);
+    setTimeout(function () {
+      pendingRefresh.delete(element);
+      const active = document.activeElement;
+      if (active && element.contains(active) && /INPUT|TEXTAREA|SELECT/.test(active.tagName)) {
+        refresh(element);  // the agent is typing in this region: reload it afterwards
+        return;
+      }
+      load(element);
+    }, 250);
+  }
+  window.ccRefresh = refresh;
+
+  function load(element) {
     const src = element.getAttribute("data-live-src");
     if (!src) { return; }
     window.ccFetch(src, { headers: { "Accept": "text/html" } })
@@ -42,7 +72,9 @@
       document.dispatchEvent(new CustomEvent("cc:event", { detail: event }));
       document.querySelectorAll("[data-live]").forEach(function (element) {
         const names = element.getAttribute("data-live").split(/\s+/);
-        if (names.indexOf(event.name) >= 0 || names.indexOf("*") >= 0) { refresh(element); }
+        if ((names.indexOf(event.name) >= 0 || names.indexOf("*") >= 0) && matches(element, event)) {
+          refresh(element);
+        }
       });
     });
     socket.addEventListener("open", function () { document.body.dataset.live = "on"; });
@@ -51,6 +83,62 @@
       setTimeout(function () { connect(Math.min(attempt + 1, 6)); }, 500 * Math.pow(2, attempt));
     });
   }
+
+  // Screen pops and mentions: a small notice in the corner, on every console page. The
+  // texts come translated from the page (#shortcut-help data-i18n-*); values go in as
+  // text, the caller's card is server-rendered HTML.
+  function toast(title, link, linkText, cardSrc) {
+    let area = document.getElementById("toasts");
+    if (!area) {
+      area = document.createElement("div");
+      area.id = "toasts";
+      area.setAttribute("aria-live", "assertive");
+      document.body.appendChild(area);
+    }
+    const box = document.createElement("div");
+    box.className = "toast";
+    box.setAttribute("role", "alert");
+    const heading = document.createElement("strong");
+    heading.textContent = title;
+    box.appendChild(heading);
+    if (link) {
+      const anchor = document.createElement("a");
+      anchor.href = link;
+      anchor.textContent = linkText || link;
+      box.appendChild(anchor);
+    }
+    if (cardSrc) {
+      const card = document.createElement("div");
+      card.className = "toast-card";
+      card.setAttribute("data-live-src", cardSrc);
+      box.appendChild(card);
+      load(card);
+    }
+    const close = document.createElement("button");
+    close.className = "link toast-close";
+    close.textContent = "×";
+    close.addEventListener("click", function () { box.remove(); });
+    box.appendChild(close);
+    area.appendChild(box);
+    setTimeout(function () { box.remove(); }, 60000);
+  }
+
+  function text(name, fallback) {
+    const help = document.getElementById("shortcut-help");
+    return (help && help.getAttribute("data-i18n-" + name)) || fallback;
+  }
+
+  document.addEventListener("cc:event", function (message) {
+    const event = message.detail || {};
+    const data = event.data || {};
+    if (event.name === "call.screen_pop") {
+      toast(text("call", "Incoming call") + ": " + (data.name || data.number || ""),
+        null, null, data.customer_id ? "/console/customers/" + data.customer_id + "/card" : null);
+    } else if (event.name === "note.mentioned") {
+      toast(text("mention", "You were mentioned") + ": " + (data.author_name || ""),
+        "/console/conversations/" + data.conversation_id, text("open", "Open"), null);
+    }
+  });
 
   let pending = "";
   document.addEventListener("keydown", function (event) {
