@@ -66,7 +66,12 @@ def build_events(redis: Any | None) -> EventBus:
 
 
 def build_engine(settings: Settings, database: Database, redis: Any | None = None) -> RoutingEngine:
-    """The routing engine on the configured bus."""
+    """The routing engine on the configured bus (with the campaigns' ``[feedback]`` rules
+    for the care steps, so separate workers classify feedback like ``serve`` does)."""
+    from contact_center.scheduler import load_config
+    from routing.steps.care import configure_care
+
+    configure_care(load_config(settings).feedback)
     return RoutingEngine(
         database,
         build_bus(settings, database, redis),

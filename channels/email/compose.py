@@ -20,7 +20,9 @@ from email.utils import format_datetime, formataddr
 from pathlib import Path
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
+from markupsafe import Markup
 
+from channels.email.html import sanitize_html
 from crm_core.models import utcnow
 from routing.envelope import OutboundMessage
 
@@ -108,7 +110,10 @@ def compose(
     ticket_number = meta.get("ticket_number")
     values = {
         "body": message.text or "",
-        "body_html": message.html or _text_to_html(message.text or ""),
+        # Markup: already safe HTML (sanitized, or our own escaping of the text), so the
+        # auto-escaping template must not escape it a second time.
+        "body_html": Markup(sanitize_html(message.html) if message.html
+                            else _text_to_html(message.text or "")),
         "ticket_number": ticket_number,
         "customer_name": message.to.display_name or "",
     }

@@ -192,7 +192,8 @@ async def test_mail_to_ticket_reply_and_answer_thread_into_one_ticket(
     assert f"[{ticket.number}]" in reply["Subject"]
     assert "发票抬头错了" in reply["Subject"]
     assert "已为您重新开具发票" in reply.get_body(("plain",)).get_content()
-    assert reply.get_body(("html",)) is not None
+    html_part = reply.get_body(("html",)).get_content()
+    assert "已为您重新开具发票" in html_part and "&lt;br&gt;" not in html_part
     our_id = reply["Message-ID"]
     async with db.sessions() as session:
         outbound = await session.scalar(
