@@ -13,10 +13,12 @@ from crm_core.identity import settle_merge
 from crm_core.models import (
     AuditLog,
     Base,
+    CareTask,
     Conversation,
     Customer,
     CustomerIdentity,
     CustomerTag,
+    FeedbackResponse,
     Interaction,
     MergeRecord,
     Ticket,
@@ -31,6 +33,8 @@ _NOT_MOVED = {
     "customers", "merge_records", "customer_tags", "customer_identities",
     # Unique on the customer column; crm_core.identity.settle_merge handles them.
     "customer_match_keys", "customer_match_profiles", "duplicate_suggestions",
+    # Unique per (campaign, customer, occurrence): the merged record keeps its send log.
+    "campaign_sends",
 }
 
 # Facts the survivor takes from the merged record when it has none of its own.
@@ -227,6 +231,16 @@ async def erase_customer(
         .values(subject=ERASED, description=None)
     )
     counts["tickets"] = tickets.rowcount or 0
+    feedback = await session.execute(
+        update(FeedbackResponse).where(FeedbackResponse.customer_id == customer_id)
+        .values(comment=None)
+    )
+    counts["feedback"] = feedback.rowcount or 0
+    tasks = await session.execute(
+        update(CareTask).where(CareTask.customer_id == customer_id)
+        .values(note=None, outcome_note=None)
+    )
+    counts["care_tasks"] = tasks.rowcount or 0
     audits = await session.execute(
         update(AuditLog)
         .where(AuditLog.entity_type == "customer", AuditLog.entity_id == str(customer_id))
