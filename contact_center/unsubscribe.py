@@ -19,6 +19,7 @@ message, so routing opens a high-priority complaint ticket for it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -175,7 +176,7 @@ def _page(name: str, *, status: int = 200, **values: Any) -> web.Response:
 
 
 def _bad_link(reason: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=f'{{"error": "invalid link: {reason}"}}',
+    return web.HTTPBadRequest(text=json.dumps({"error": f"invalid link: {reason}"}),
                               content_type="application/json")
 
 

@@ -15,6 +15,7 @@ the customer's card on that agent's console.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -199,7 +200,7 @@ def _state_or_400(service: VoiceService, request: web.Request, name: str = "stat
     try:
         return service.state(request, name)
     except FlowError as exc:
-        raise web.HTTPBadRequest(text=f'{{"error": "bad flow state: {exc.message}"}}',
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"bad flow state: {exc.message}"}),
                                  content_type="application/json") from None
 
 

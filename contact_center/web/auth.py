@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -192,7 +193,8 @@ def forbidden(request: web.Request) -> web.HTTPForbidden:
     """A 403 in the request's language (JSON for API calls)."""
     message = context(request).gettext("You are not allowed to see this.")
     if _wants_json(request):
-        return web.HTTPForbidden(text=f'{{"error": "{message}"}}', content_type="application/json")
+        return web.HTTPForbidden(text=json.dumps({"error": message}, ensure_ascii=False),
+                                 content_type="application/json")
     return web.HTTPForbidden(text=message)
 
 

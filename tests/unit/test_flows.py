@@ -967,20 +967,20 @@ def test_message_without_goto_hangs_up_and_audio_is_played(tmp_path: Path) -> No
 
     [flows.notice.nodes.notice]
     kind = "message"
-    play = "https://cdn.example.com/jingle.mp3"
+    play = "https://cc.example/a/jingle.mp3"
     say."zh-CN" = "{caller_name}您好，您的工单{ticket_number}已解决。"
     say.en = "Hi {caller_name}, ticket {ticket_number} is solved."
     goto = "audio_only"
 
     [flows.notice.nodes.audio_only]
     kind = "message"
-    play = { "zh-CN" = "https://cdn.example.com/zh.mp3", en = "https://cdn.example.com/en.mp3" }
+    play = { "zh-CN" = "https://cc.example/a/zh.mp3", en = "https://cc.example/a/en.mp3" }
     """
     engine = engine_for(tmp_path, text)
     turn = engine.start("notice", CallFacts(language="en"))
     assert turn.says == (
-        Say("Hi, ticket is solved.", "en", "https://cdn.example.com/jingle.mp3"),
-        Say("", "en", "https://cdn.example.com/en.mp3"),
+        Say("Hi, ticket is solved.", "en", "https://cc.example/a/jingle.mp3"),
+        Say("", "en", "https://cc.example/a/en.mp3"),
     )
     assert turn.action == Action("hangup", {}) and turn.gather is None and turn.ends_call
     assert turn.path == ("notice", "audio_only")
