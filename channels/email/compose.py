@@ -14,9 +14,17 @@ import hashlib
 import html
 import re
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.policy import SMTP
+from email import encoders
+from email.charset import BASE64, QP, Charset
+from email.generator import BytesGenerator
+from email.header import Header
+from email.message import Message
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import compat32
 from email.utils import format_datetime, formataddr
+from io import BytesIO
 from pathlib import Path
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
@@ -28,6 +36,11 @@ from routing.envelope import OutboundMessage
 
 _TICKET_TAG = re.compile(r"\[\s*T-\d{6,}\s*\]", re.IGNORECASE)
 MAX_REFERENCES = 20
+
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.header_encoding = _UTF8_QP.body_encoding = QP
+_UTF8_B = Charset("utf-8")
+_UTF8_B.header_encoding = _UTF8_B.body_encoding = BASE64
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,33 @@ def _text_to_html(text: str) -> str:
     return html.escape(text).replace("\n", "<br>\n")
 
 
+def _header(name: str, value: str) -> str | Header:
+    """A header value: ASCII as it is, anything else as RFC 2047 UTF-8 encoded words."""
+    return value if value.isascii() else Header(value, _UTF8_B, header_name=name)
+
+
+def _address(name: str | None, address: str) -> str:
+    # formataddr encodes a non-ASCII display name as an RFC 2047 word itself.
+    return formataddr((name or "", address)) if name else address
+
+
+def _text_part(text: str, subtype: str) -> MIMEText:
+    """A text part: quoted-printable when ASCII (readable, long lines soft-wrapped),
+    base64 otherwise (a third the size of quoted-printable for Chinese)."""
+    return MIMEText(text, subtype, _UTF8_QP if text.isascii() else _UTF8_B)
+
+
+def _attachment_part(item: MailAttachment) -> MIMEBase:
+    maintype, _, subtype = item.content_type.partition("/")
+    part = MIMEBase(maintype or "application", subtype or "octet-stream")
+    part.set_payload(item.data)
+    encoders.encode_base64(part)
+    filename: str | tuple[str, str, str] = (
+        item.filename if item.filename.isascii() else ("utf-8", "", item.filename))
+    part.add_header("Content-Disposition", "attachment", filename=filename)
+    return part
+
+
 def compose(
     message: OutboundMessage,
     *,
@@ -101,8 +141,13 @@ def compose(
     domain: str,
     templates: EmailTemplates,
     attachments: list[MailAttachment] | None = None,
-) -> EmailMessage:
-    """The MIME message for ``message`` (multipart text + HTML, attachments)."""
+) -> Message:
+    """The MIME message for ``message`` (multipart text + HTML, attachments).
+
+    Built with the ``compat32`` classes rather than ``EmailMessage``: the header
+    registry of the newer API parsed and re-folded every header of every campaign
+    mail and was 70 % of the dispatcher's CPU (``bench/campaign_fanout.py``).
+    """
     meta = message.metadata
     to_address = message.to.email
     if not to_address:
@@ -118,10 +163,17 @@ def compose(
         "customer_name": message.to.display_name or "",
     }
     text, markup = templates.render(meta.get("language"), **values)
-    mail = EmailMessage(policy=SMTP)
-    mail["From"] = formataddr((from_name or "", from_address)) if from_name else from_address
-    mail["To"] = formataddr((message.to.display_name or "", to_address))
-    mail["Subject"] = subject_with_ticket(message.subject, ticket_number)
+    body = MIMEMultipart("alternative", _subparts=[_text_part(text, "plain"),
+                                                  _text_part(markup, "html")])
+    mail: Message = body
+    if attachments:
+        mail = MIMEMultipart("mixed", _subparts=[body, *map(_attachment_part, attachments)])
+    for part in mail.walk():
+        if part is not mail:
+            del part["MIME-Version"]  # the MIME classes put one on every part
+    mail["From"] = _address(from_name, from_address)
+    mail["To"] = _address(message.to.display_name, to_address)
+    mail["Subject"] = _header("Subject", subject_with_ticket(message.subject, ticket_number))
     created = (message.created_at or utcnow()).isoformat()
     mail["Message-ID"] = message_id_for(message.outbox_id, created, domain)
     mail["Date"] = format_datetime(utcnow())
@@ -136,14 +188,14 @@ def compose(
         mail["X-Auto-Response-Suppress"] = "All"
     if ticket_number:
         mail["X-Ticket"] = str(ticket_number)
-    mail.set_content(text, charset="utf-8")
-    mail.add_alternative(markup, subtype="html", charset="utf-8")
-    if meta.get("language"):  # after the body: set_content drops Content-* headers
+    if meta.get("language"):
         mail["Content-Language"] = str(meta["language"])
-    for item in attachments or []:
-        maintype, _, subtype = item.content_type.partition("/")
-        mail.add_attachment(
-            item.data, maintype=maintype or "application", subtype=subtype or "octet-stream",
-            filename=item.filename,
-        )
     return mail
+
+
+def as_smtp_bytes(mail: Message) -> bytes:
+    """The message as SMTP wants it: CRLF line ends, headers folded at 78 columns."""
+    out = BytesIO()
+    BytesGenerator(out, mangle_from_=False, maxheaderlen=78,
+                   policy=compat32.clone(linesep="\r\n")).flatten(mail)
+    return out.getvalue()

@@ -15,7 +15,7 @@ from typing import Literal
 import aiosmtplib
 import structlog
 
-from channels.email.compose import EmailTemplates, MailAttachment, compose
+from channels.email.compose import EmailTemplates, MailAttachment, as_smtp_bytes, compose
 from crm_core.models import Channel
 from routing.adapters import PermanentSendError
 from routing.blobs import BlobStore
@@ -113,11 +113,13 @@ class SmtpAdapter:
             )
         except ValueError as exc:
             raise PermanentSendError(str(exc)) from exc
+        sender, recipient = self._from_address(message), str(message.to.email)
+        raw = as_smtp_bytes(mail)
         async with self._lock:
             for attempt in (1, 2):
                 client = await self._connected()
                 try:
-                    await client.send_message(mail)
+                    await client.sendmail(sender, [recipient], raw)
                     break
                 except aiosmtplib.SMTPRecipientsRefused as exc:
                     codes = [r.code for r in exc.recipients]
