@@ -238,7 +238,7 @@ async def erase_customer(
     counts["feedback"] = feedback.rowcount or 0
     tasks = await session.execute(
         update(CareTask).where(CareTask.customer_id == customer_id)
-        .values(note=None, outcome_note=None)
+        .values(title=ERASED, note=None, outcome_note=None)  # titles name the person
     )
     counts["care_tasks"] = tasks.rowcount or 0
     audits = await session.execute(

@@ -11,15 +11,18 @@ from crm_core.db import Database
 from crm_core.errors import NotFoundError, StateError, ValidationError
 from crm_core.models import (
     AuditLog,
+    CareTask,
     Channel,
     Conversation,
     Customer,
     CustomerIdentity,
     Direction,
+    FeedbackResponse,
     Interaction,
     MergeRecord,
     Ticket,
     ticket_number,
+    utcnow,
 )
 from crm_core.services import audit
 from crm_core.services.customer_query import search_customers
@@ -223,3 +226,36 @@ async def test_erase_scrubs_merge_snapshots(db: Database) -> None:
         assert "Wang Fang" not in all_audit
         merged = await get_customer(session, b, include_deleted=True)
         assert merged.erased_at is not None and "Wang" not in merged.display_name
+
+
+async def test_erase_blanks_feedback_comments_and_care_task_texts(db: Database) -> None:
+    """Survey comments and care-task notes are the customer's words: erased with them,
+    while the scores and the task outcomes stay for the statistics."""
+    customer_id = await _customer(db, display_name="周杰", emails=["zhou.jie@example.cn"])
+    other_id = await _customer(db, display_name="Other", emails=["other@example.com"])
+    async with db.transaction() as session:
+        for owner in (customer_id, other_id):
+            session.add(FeedbackResponse(
+                customer_id=owner, kind="csat", score=2, channel=Channel.EMAIL,
+                comment="周杰说快递太慢了", classification="complaint",
+                source_ref=f"test:{owner}"))
+            session.add(CareTask(
+                customer_id=owner, title="回访 周杰", note="周杰 prefers calls after 6pm",
+                due_at=utcnow(), status="done", outcome="reached",
+                outcome_note="周杰 was happy with the refund"))
+    async with db.transaction() as session:
+        counts = await erase_customer(session, customer_id, actor="admin:1")
+    assert counts["feedback"] == 1 and counts["care_tasks"] == 1
+
+    async with db.sessions() as session:
+        answers = {row.customer_id: row for row in await session.scalars(
+            select(FeedbackResponse))}
+        tasks = {row.customer_id: row for row in await session.scalars(select(CareTask))}
+    erased, kept = answers[customer_id], answers[other_id]
+    assert erased.comment is None and erased.score == 2
+    assert erased.classification == "complaint"
+    assert kept.comment == "周杰说快递太慢了"
+    task = tasks[customer_id]
+    assert (task.title, task.note, task.outcome_note) == ("[erased]", None, None)
+    assert task.outcome == "reached"
+    assert tasks[other_id].note == "周杰 prefers calls after 6pm"
