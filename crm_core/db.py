@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -58,11 +60,55 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+class InlineWhenLockedConnection(aiosqlite.Connection):
+    """An aiosqlite connection that runs its calls on the event loop's own thread while
+    it holds the SQLite write lock (``inline``), and on aiosqlite's thread otherwise.
+
+    Inside ``BEGIN IMMEDIATE`` no statement can wait for a lock, so the hop to the
+    worker thread and back (four per statement: cursor, execute, fetch, close) is pure
+    overhead — 60 % of the routing engine's time on SQLite before this class. Waiting
+    for the lock (the ``BEGIN`` itself) and every read outside a write transaction still
+    run on the worker thread, so the loop never blocks on another writer.
+    """
+
+    inline: bool = False
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.inline and self._connection is not None and self._running:
+            return fn(*args, **kwargs)
+        return await super()._execute(fn, *args, **kwargs)
+
+
+def _connect_sqlite(database: str, **kwargs: Any) -> InlineWhenLockedConnection:
+    # The sqlite3 connection is opened on aiosqlite's thread and used on the loop's
+    # thread while inline; calls never overlap (each is awaited), so this is safe.
+    kwargs["check_same_thread"] = False
+    connection = InlineWhenLockedConnection(
+        lambda: sqlite3.connect(database, **kwargs), iter_chunk_size=64)
+    connection._thread.daemon = True
+    return connection
+
+
+def _inline_switch(connection: Any) -> InlineWhenLockedConnection | None:
+    adapted = getattr(connection.connection, "dbapi_connection", None)
+    raw = getattr(adapted, "_connection", None)
+    return raw if isinstance(raw, InlineWhenLockedConnection) else None
+
+
 def _begin_sqlite(connection: Any) -> None:
     """BEGIN IMMEDIATE for write transactions, so concurrent writers queue on the busy
-    timeout instead of failing with "database is locked" when a read upgrades to a write."""
+    timeout instead of failing with "database is locked" when a read upgrades to a write.
+
+    Once the lock is held, the connection's statements run inline (see
+    :class:`InlineWhenLockedConnection`) until the next transaction begins.
+    """
     mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
+    switch = _inline_switch(connection)
+    if switch is not None:
+        switch.inline = False
     connection.exec_driver_sql(f"BEGIN {mode}")
+    if switch is not None and mode == "IMMEDIATE":
+        switch.inline = True
 
 
 def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
@@ -71,6 +117,8 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
     kwargs: dict[str, Any] = {"echo": echo}
     if not is_sqlite(url):
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    else:
+        kwargs["connect_args"] = {"async_creator_fn": _connect_sqlite}
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
