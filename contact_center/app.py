@@ -176,7 +176,8 @@ async def serve_forever(settings: Settings) -> None:
             registry.register(webchat_adapter(app))
         background.append(asyncio.create_task(run_routing(engine, stop)))
         background.append(asyncio.create_task(
-            dispatch_loop(build_dispatcher(settings, database, registry), stop)
+            dispatch_loop(build_dispatcher(settings, database, registry, events=engine.events),
+                          stop)
         ))
         log.info("routing.embedded", bus=type(engine.bus).__name__)
         from contact_center.scheduler import run_embedded_scheduler

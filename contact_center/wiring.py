@@ -11,7 +11,7 @@ from routing.adapters import ChannelRegistry
 from routing.bus import DatabaseBus, RetryPolicy
 from routing.context import RoutingConfig
 from routing.engine import RoutingEngine
-from routing.events import EventBus, RedisEventForwarder
+from routing.events import EventBus, EventSink, RedisEventForwarder
 from routing.outbox import OutboxDispatcher
 from routing.rules import load_rules
 
@@ -83,11 +83,13 @@ def build_engine(settings: Settings, database: Database, redis: Any | None = Non
 
 def build_dispatcher(
     settings: Settings, database: Database, registry: ChannelRegistry | None = None,
-    redis: Any | None = None,
+    redis: Any | None = None, events: EventSink | None = None,
 ) -> OutboxDispatcher:
-    """The outbox dispatcher over the configured channel adapters."""
+    """The outbox dispatcher over the configured channel adapters (its sent/failed events
+    go to ``events``, the engine's bus, so consoles see a reply leave or fail)."""
     from contact_center.channel_setup import build_registry
 
     return OutboxDispatcher(
-        database, registry or build_registry(settings, redis=redis), retry_policy(settings)
+        database, registry or build_registry(settings, redis=redis), retry_policy(settings),
+        events=events,
     )

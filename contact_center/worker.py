@@ -55,7 +55,7 @@ async def run_worker(settings: Settings, *, concurrency: int = 1) -> None:
     redis = redis_client(settings)
     try:
         engine = build_engine(settings, database, redis)
-        dispatcher = build_dispatcher(settings, database, redis=redis)
+        dispatcher = build_dispatcher(settings, database, redis=redis, events=engine.events)
         log.info("worker.started", worker=worker_name(), bus=type(engine.bus).__name__,
                  batch_size=engine.batch_size)
         await asyncio.gather(

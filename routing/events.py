@@ -25,9 +25,13 @@ TICKET_CREATED = "ticket.created"
 TICKET_UPDATED = "ticket.updated"
 CONVERSATION_ASSIGNED = "conversation.assigned"
 NOTIFICATION = "notification"
+MESSAGE_SENT = "message.sent"
+"""An outbox message the channel accepted (data: outbox, interaction, conversation ids)."""
+MESSAGE_FAILED = "message.failed"
+"""An outbox message that failed for good (after its retries, or refused permanently)."""
 ALL_EVENTS = (
     CUSTOMER_CREATED, INTERACTION_LOGGED, TICKET_CREATED, TICKET_UPDATED,
-    CONVERSATION_ASSIGNED, NOTIFICATION,
+    CONVERSATION_ASSIGNED, NOTIFICATION, MESSAGE_SENT, MESSAGE_FAILED,
 )
 
 

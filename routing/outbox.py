@@ -32,6 +32,7 @@ from crm_core.models import (
 from routing.adapters import ChannelRegistry, PermanentSendError
 from routing.bus import RetryPolicy
 from routing.envelope import AttachmentRef, OutboundMessage, SenderHandles, ThreadHints
+from routing.events import MESSAGE_FAILED, MESSAGE_SENT, Event, EventSink
 
 log = structlog.get_logger(__name__)
 
@@ -210,11 +211,14 @@ class OutboxDispatcher:
     """Sends due outbox messages through the registered channel adapters."""
 
     def __init__(
-        self, database: Database, registry: ChannelRegistry, policy: RetryPolicy | None = None
+        self, database: Database, registry: ChannelRegistry, policy: RetryPolicy | None = None,
+        *, events: EventSink | None = None,
     ) -> None:
         self.database = database
         self.registry = registry
         self.policy = policy or RetryPolicy()
+        self.events = events
+        """Where ``message.sent`` / ``message.failed`` go once recorded (consoles, hooks)."""
 
     async def _claim(self, limit: int) -> list[OutboxMessage]:
         channels = self.registry.channels()
@@ -275,8 +279,12 @@ class OutboxDispatcher:
         sent: list[dict[str, Any]] = []
         refs: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
+        events: list[Event] = []
         for outcome in outcomes:
             message = outcome.message
+            data = {"outbox_id": message.id, "interaction_id": message.interaction_id,
+                    "conversation_id": message.conversation_id,
+                    "customer_id": message.customer_id, "channel": message.channel.value}
             bound = log.bind(outbox_id=message.id, channel=message.channel.value,
                              customer_id=message.customer_id)
             if outcome.error is None:
@@ -287,6 +295,7 @@ class OutboxDispatcher:
                     refs.append({"id": message.interaction_id,
                                  "message_ref": outcome.provider_id})
                 bound.info("outbox.sent", provider_id=outcome.provider_id)
+                events.append(Event(MESSAGE_SENT, data))
                 continue
             final = outcome.permanent or message.attempts >= self.policy.max_attempts
             failed.append({"id": message.id, "status": FAILED if final else PENDING,
@@ -294,12 +303,16 @@ class OutboxDispatcher:
                            "next_attempt_at": now + self.policy.delay(message.attempts)})
             bound.warning("outbox.send_failed", error=outcome.error, final=final,
                           attempts=message.attempts)
+            if final:
+                events.append(Event(MESSAGE_FAILED, {**data, "error": outcome.error[:500]}))
         async with self.database.transaction() as session:
             # ORM bulk UPDATE by primary key: one executemany per kind of change.
             for rows, model in ((sent, OutboxMessage), (failed, OutboxMessage),
                                 (refs, Interaction)):
                 if rows:
                     await session.execute(update(model), rows)
+        if self.events is not None and events:
+            await self.events.publish(events)
 
     async def retry(self, outbox_id: int) -> bool:
         """Put a failed message back in the queue (an agent pressed retry)."""

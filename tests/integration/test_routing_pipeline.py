@@ -300,10 +300,19 @@ async def test_outbox_sends_retries_and_fails_visibly(db: Database) -> None:
     flaky = RecordingAdapter(fail_times=1)
     registry = ChannelRegistry()
     registry.register(flaky)
-    dispatcher = OutboxDispatcher(db, registry, NO_WAIT)
+    events = EventBus()
+    seen: list[Event] = []
+
+    async def remember(event: Event) -> None:
+        seen.append(event)
+
+    events.subscribe("*", remember)
+    dispatcher = OutboxDispatcher(db, registry, NO_WAIT, events=events)
     assert await dispatcher.dispatch_once() == 1  # fails, retried later
+    assert seen == []  # a retry to come is not news for a console
     assert await dispatcher.dispatch_once() == 1  # succeeds
     assert [m.text for m in flaky.sent] == ["Thanks, we are on it."]
+    assert [(e.name, e.data["outbox_id"]) for e in seen] == [("message.sent", outbox_id)]
     async with db.sessions() as session:
         row = await session.get(OutboxMessage, outbox_id)
         assert row.status == "sent" and row.attempts == 2
@@ -314,6 +323,8 @@ async def test_outbox_sends_retries_and_fails_visibly(db: Database) -> None:
     doomed_id = await _queue_reply_second(db)
     registry.register(RecordingAdapter(permanent=True))
     assert await dispatcher.dispatch_once() == 1
+    assert seen[-1].name == "message.failed" and seen[-1].data["outbox_id"] == doomed_id
+    assert "mailbox does not exist" in seen[-1].data["error"]
     async with db.sessions() as session:
         row = await session.get(OutboxMessage, doomed_id)
         assert row.status == "failed" and "mailbox does not exist" in row.last_error
