@@ -202,6 +202,7 @@ class LifecycleTransition(Base):
     """One move of a customer between lifecycle stages, with when and why."""
 
     __tablename__ = "lifecycle_transitions"
+    __table_args__ = (Index("ix_lifecycle_transitions_to_stage_at", "to_stage", "at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_id: Mapped[int] = mapped_column(

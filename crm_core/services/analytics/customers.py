@@ -1,0 +1,255 @@
+"""Customer analyses: composition (category, industry, region, tier, member level), RFM
+segments, satisfaction trend, churn by month and by cohort with reasons, value ranking
+(top and rising) and channel mix."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_core.models import (
+    Customer,
+    Direction,
+    FeedbackResponse,
+    Interaction,
+    LifecycleStage,
+    LifecycleTransition,
+    Membership,
+    Order,
+)
+from crm_core.services.analytics.base import (
+    DEFAULT_CURRENCY,
+    Chart,
+    Period,
+    Report,
+    Table,
+    dialect_of,
+    month_key,
+    number,
+    pairs,
+    ratio,
+)
+
+UNKNOWN = "(none)"
+"""The label of customers without a value."""
+SATISFIED = 4
+RANKING_SIZE = 20
+RFM_SEGMENTS = ("champions", "loyal", "new", "need_attention", "at_risk", "hibernating")
+
+
+def _live() -> list[ColumnElement[bool]]:
+    return [Customer.deleted_at.is_(None), Customer.merged_into_id.is_(None)]
+
+
+async def composition(session: AsyncSession, period: Period) -> Report:
+    """Customers by category, industry, region (province), tier and member level."""
+    report = Report("composition", period)
+    dimensions: list[tuple[str, Any]] = [
+        ("category", Customer.category_code), ("industry", Customer.industry),
+        ("region", Customer.province), ("tier", Customer.tier_code),
+    ]
+    for key, column in dimensions:
+        rows = await session.execute(select(column, func.count()).where(*_live())
+                                     .group_by(column).order_by(func.count().desc(), column))
+        report.add(Table(key, [key, "customers"], [[v or UNKNOWN, int(n)] for v, n in rows]),
+                   Chart(key, "doughnut", key, ("customers",)))
+    rows = await session.execute(
+        select(Membership.level_code, func.count())
+        .join(Customer, Customer.id == Membership.customer_id).where(*_live())
+        .group_by(Membership.level_code).order_by(func.count().desc(), Membership.level_code))
+    report.add(Table("level", ["level", "customers"], [[v or UNKNOWN, int(n)] for v, n in rows]),
+               Chart("level", "doughnut", "level", ("customers",)))
+    return report
+
+
+def rfm_segment(recency: int, frequency: int, monetary: int) -> str:
+    """The segment of quintile scores (5 = most recent / most often / most spent)."""
+    value = frequency + monetary
+    if recency >= 4 and value >= 8:
+        return "champions"
+    if recency >= 3 and value >= 6:
+        return "loyal"
+    if recency >= 4:
+        return "new"
+    if recency <= 2 and value >= 6:
+        return "at_risk"
+    if recency <= 2:
+        return "hibernating"
+    return "need_attention"
+
+
+async def rfm(session: AsyncSession, period: Period, *,
+              currency: str = DEFAULT_CURRENCY) -> Report:
+    """RFM over the confirmed orders of the period: each buying customer scored 1–5 by
+    quintile (``ntile``) of last order, order count and spend; table ``segments``."""
+    report = Report("rfm", period)
+    per_customer = (
+        select(Order.customer_id.label("customer_id"),
+               func.max(Order.ordered_at).label("last"),
+               func.count().label("frequency"), func.sum(Order.amount).label("monetary"))
+        .where(Order.status == "confirmed", Order.currency == currency,
+               Order.ordered_at >= period.start, Order.ordered_at < period.end)
+        .group_by(Order.customer_id).subquery())
+    c = per_customer.c
+    scored = select(
+        func.ntile(5).over(order_by=(c.last, c.customer_id)).label("r"),
+        func.ntile(5).over(order_by=(c.frequency, c.customer_id)).label("f"),
+        func.ntile(5).over(order_by=(c.monetary, c.customer_id)).label("m"),
+        c.monetary).subquery()
+    rows = await session.execute(
+        select(scored.c.r, scored.c.f, scored.c.m, func.count(), func.sum(scored.c.monetary))
+        .group_by(scored.c.r, scored.c.f, scored.c.m))
+    totals: dict[str, list[float]] = {s: [0, 0.0] for s in RFM_SEGMENTS}
+    for r, f, m, n, spend in rows:
+        segment = totals[rfm_segment(int(r), int(f), int(m))]
+        segment[0] += int(n)
+        segment[1] += float(spend or 0)
+    report.add(Table("segments", ["segment", "customers", "revenue"],
+                     [[s, int(n), number(v)] for s, (n, v) in totals.items()]),
+               Chart("segments", "bar", "segment", ("customers",)))
+    return report
+
+
+async def satisfaction(session: AsyncSession, period: Period) -> Report:
+    """CSAT by month: average, responses and share satisfied (table ``trend``)."""
+    report = Report("satisfaction", period)
+    month = month_key(FeedbackResponse.created_at, dialect_of(session), period.zone)
+    satisfied = func.count(case((FeedbackResponse.score >= SATISFIED, 1)))
+    found = {m: (avg, int(n), int(good or 0)) for m, avg, n, good in await session.execute(
+        select(month, func.avg(FeedbackResponse.score), func.count(), satisfied)
+        .where(FeedbackResponse.kind == "csat", FeedbackResponse.score.is_not(None),
+               FeedbackResponse.created_at >= period.start,
+               FeedbackResponse.created_at < period.end)
+        .group_by(month))}
+    rows = []
+    for key in period.months():
+        avg, n, good = found.get(key, (None, 0, 0))
+        rows.append([key, number(avg) if n else None, n, ratio(good, n)])
+    report.add(Table("trend", ["month", "csat_average", "responses", "satisfied"], rows),
+               Chart("trend", "line", "month", ("csat_average",)))
+    return report
+
+
+def _month_start(key: str, period: Period) -> datetime:
+    year, month = (int(part) for part in key.split("-"))
+    return datetime.combine(datetime(year, month, 1).date(), time(0),
+                            tzinfo=period.tz).astimezone(UTC)
+
+
+def _next_month_start(key: str, period: Period) -> datetime:
+    year, month = (int(part) for part in key.split("-"))
+    year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return _month_start(f"{year:04d}-{month:02d}", period)
+
+
+async def churn(session: AsyncSession, period: Period) -> Report:
+    """Churn by month: customers who moved to *churned* over the customers of the month
+    (those at its start — created before it, less churned before it, plus won back
+    before it — and those new in it); churn reasons; churn by cohort (month of creation,
+    share now churned)."""
+    report = Report("churn", period)
+    dialect = dialect_of(session)
+    to_churned = LifecycleTransition.to_stage == LifecycleStage.CHURNED
+    from_churned = LifecycleTransition.from_stage == LifecycleStage.CHURNED
+    month = month_key(LifecycleTransition.at, dialect, period.zone)
+    churned_by_month = await pairs(session, (
+        select(month, func.count(func.distinct(LifecycleTransition.customer_id)))
+        .where(to_churned, LifecycleTransition.at >= period.start,
+               LifecycleTransition.at < period.end).group_by(month)))
+    rows = []
+    for key in period.months():
+        start = max(_month_start(key, period), period.start)
+        end = min(_next_month_start(key, period), period.end)
+        created, new = (await session.execute(
+            select(func.count(case((Customer.created_at < start, 1))),
+                   func.count(case((Customer.created_at >= start, 1))))
+            .where(Customer.created_at < end, *_live()))).one()
+        lost, back = (await session.execute(
+            select(func.count(case((to_churned, 1))), func.count(case((from_churned, 1))))
+            .where(LifecycleTransition.at < start))).one()
+        at_start = int(created) - int(lost) + int(back)
+        churned = int(churned_by_month.get(key, 0))
+        rows.append([key, at_start, int(new), churned, ratio(churned, at_start + int(new))])
+    report.add(Table("monthly", ["month", "customers_at_start", "new_customers", "churned",
+                                 "churn_rate"], rows),
+               Chart("monthly", "line", "month", ("churn_rate",)))
+
+    reason = func.coalesce(LifecycleTransition.reason, UNKNOWN)
+    reasons = await session.execute(
+        select(reason, func.count()).where(to_churned, LifecycleTransition.at >= period.start,
+                                           LifecycleTransition.at < period.end)
+        .group_by(reason).order_by(func.count().desc(), reason))
+    report.add(Table("reasons", ["reason", "churned"], [[r, int(n)] for r, n in reasons]),
+               Chart("reasons", "doughnut", "reason", ("churned",)))
+
+    cohort = month_key(Customer.created_at, dialect, period.zone)
+    is_churned = func.count(case((Customer.lifecycle_stage == LifecycleStage.CHURNED, 1)))
+    cohorts = {k: (int(n), int(c or 0)) for k, n, c in await session.execute(
+        select(cohort, func.count(), is_churned)
+        .where(Customer.created_at >= period.start, Customer.created_at < period.end, *_live())
+        .group_by(cohort))}
+    report.add(Table("cohorts", ["cohort", "customers", "churned", "churn_rate"],
+                     [[k, n, c, ratio(c, n)] for k, (n, c) in sorted(cohorts.items())]),
+               Chart("cohorts", "bar", "cohort", ("churn_rate",)))
+    return report
+
+
+async def value_ranking(session: AsyncSession, period: Period, *,
+                        currency: str = DEFAULT_CURRENCY, size: int = RANKING_SIZE) -> Report:
+    """Top customers by revenue in the period (table ``top``) and the fastest risers: the
+    largest increase over the previous period of the same length (table ``rising``)."""
+    report = Report("value", period)
+    previous = period.previous()
+
+    def revenue_in(p: Period) -> Any:
+        return func.sum(Order.amount).filter(Order.ordered_at >= p.start, Order.ordered_at < p.end)
+
+    base = (select(Order.customer_id, revenue_in(period).label("now"),
+                   revenue_in(previous).label("before"))
+            .where(Order.status == "confirmed", Order.currency == currency,
+                   Order.ordered_at >= previous.start, Order.ordered_at < period.end)
+            .group_by(Order.customer_id).subquery())
+    now_value = func.coalesce(base.c.now, 0)
+    growth = now_value - func.coalesce(base.c.before, 0)
+    top = await session.execute(
+        select(Customer.id, Customer.display_name, now_value, Customer.lifetime_value)
+        .join(base, base.c.customer_id == Customer.id)
+        .where(base.c.now.is_not(None), *_live())
+        .order_by(now_value.desc(), Customer.id).limit(size))
+    report.add(Table("top", ["customer_id", "customer", "revenue", "lifetime_value"],
+                     [[i, n, number(v), number(ltv)] for i, n, v, ltv in top]),
+               Chart("top", "bar", "customer", ("revenue",)))
+    rising = await session.execute(
+        select(Customer.id, Customer.display_name, func.coalesce(base.c.before, 0), now_value,
+               growth)
+        .join(base, base.c.customer_id == Customer.id)
+        .where(growth > 0, *_live())
+        .order_by(growth.desc(), Customer.id).limit(size))
+    report.add(Table("rising", ["customer_id", "customer", "previous", "revenue", "growth"],
+                     [[i, n, number(b), number(v), number(g)] for i, n, b, v, g in rising]),
+               Chart("rising", "bar", "customer", ("growth",)))
+    return report
+
+
+async def channel_mix(session: AsyncSession, period: Period) -> Report:
+    """Interactions by channel and direction in the period, with each channel's share of
+    the inbound volume (table ``channels``)."""
+    report = Report("channels", period)
+    rows = await session.execute(
+        select(Interaction.channel, Interaction.direction, func.count())
+        .where(Interaction.occurred_at >= period.start, Interaction.occurred_at < period.end)
+        .group_by(Interaction.channel, Interaction.direction))
+    counts: dict[str, dict[str, int]] = {}
+    for channel, direction, n in rows:
+        counts.setdefault(channel.value, {})[direction.value] = int(n)
+    inbound_total = sum(c.get(Direction.INBOUND.value, 0) for c in counts.values())
+    table = [[ch, c.get("inbound", 0), c.get("outbound", 0),
+              ratio(c.get("inbound", 0), inbound_total)]
+             for ch, c in sorted(counts.items(), key=lambda kv: -kv[1].get("inbound", 0))]
+    report.add(Table("channels", ["channel", "inbound", "outbound", "share"], table),
+               Chart("channels", "doughnut", "channel", ("inbound",)))
+    return report
+
