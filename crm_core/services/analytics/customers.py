@@ -201,7 +201,7 @@ async def value_ranking(session: AsyncSession, period: Period, *,
                         currency: str = DEFAULT_CURRENCY, size: int = RANKING_SIZE) -> Report:
     """Top customers by revenue in the period (table ``top``) and the fastest risers: the
     largest increase over the previous period of the same length (table ``rising``)."""
-    report = Report("value", period)
+    report = Report("ranking", period)
     previous = period.previous()
 
     def revenue_in(p: Period) -> Any:

@@ -53,7 +53,7 @@ async def _churn(s: AsyncSession, p: Period, f: Filters) -> Report:
     return await customers.churn(s, p)
 
 
-async def _value(s: AsyncSession, p: Period, f: Filters) -> Report:
+async def _ranking(s: AsyncSession, p: Period, f: Filters) -> Report:
     return await customers.value_ranking(s, p, currency=f.currency)
 
 
@@ -78,7 +78,7 @@ REPORTS: dict[str, Builder] = {
     "rfm": _rfm,
     "satisfaction": _satisfaction,
     "churn": _churn,
-    "value": _value,
+    "ranking": _ranking,
     "channels": _channels,
 }
 """The reports of the console (the dashboard is its own page)."""
