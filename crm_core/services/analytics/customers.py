@@ -4,10 +4,9 @@ segments, satisfaction trend, churn by month and by cohort with reasons, value r
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.models import (
@@ -29,7 +28,6 @@ from crm_core.services.analytics.base import (
     dialect_of,
     month_key,
     number,
-    pairs,
     ratio,
 )
 
@@ -133,46 +131,44 @@ async def satisfaction(session: AsyncSession, period: Period) -> Report:
     return report
 
 
-def _month_start(key: str, period: Period) -> datetime:
-    year, month = (int(part) for part in key.split("-"))
-    return datetime.combine(datetime(year, month, 1).date(), time(0),
-                            tzinfo=period.tz).astimezone(UTC)
-
-
-def _next_month_start(key: str, period: Period) -> datetime:
-    year, month = (int(part) for part in key.split("-"))
-    year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return _month_start(f"{year:04d}-{month:02d}", period)
-
-
 async def churn(session: AsyncSession, period: Period) -> Report:
-    """Churn by month: customers who moved to *churned* over the customers of the month
-    (those at its start — created before it, less churned before it, plus won back
-    before it — and those new in it); churn reasons; churn by cohort (month of creation,
-    share now churned)."""
+    """Churn by month (the whole calendar months the period touches): customers who moved
+    to *churned* over the customers of the month — those at its start (created before it,
+    less churned before it, plus won back before it) and those new in it; churn reasons
+    in the period; churn by cohort (month of creation, share now churned).
+
+    Three grouped scans: customers by month of creation, transitions by month, reasons;
+    the running totals are summed here."""
     report = Report("churn", period)
     dialect = dialect_of(session)
     to_churned = LifecycleTransition.to_stage == LifecycleStage.CHURNED
     from_churned = LifecycleTransition.from_stage == LifecycleStage.CHURNED
-    month = month_key(LifecycleTransition.at, dialect, period.zone)
-    churned_by_month = await pairs(session, (
-        select(month, func.count(func.distinct(LifecycleTransition.customer_id)))
-        .where(to_churned, LifecycleTransition.at >= period.start,
-               LifecycleTransition.at < period.end).group_by(month)))
+    created_month = month_key(Customer.created_at, dialect, period.zone)
+    by_creation = {k: (int(n), int(c or 0)) for k, n, c in await session.execute(
+        select(created_month, func.count(),
+               func.count(case((Customer.lifecycle_stage == LifecycleStage.CHURNED, 1))))
+        .where(*_live()).group_by(created_month))}
+    moved_month = month_key(LifecycleTransition.at, dialect, period.zone)
+    moves = {k: (int(lost), int(back), int(people)) for k, lost, back, people in
+             await session.execute(
+                 select(moved_month, func.count(case((to_churned, 1))),
+                        func.count(case((from_churned, 1))),
+                        func.count(func.distinct(case((to_churned,
+                                                       LifecycleTransition.customer_id)))))
+                 .where(or_(to_churned, from_churned)).group_by(moved_month))}
+    months = period.months()
+    at_start = 0
+    for key in sorted(set(by_creation) | set(moves)):
+        if key >= months[0]:
+            break
+        at_start += by_creation.get(key, (0, 0))[0] - moves.get(key, (0, 0, 0))[0] \
+            + moves.get(key, (0, 0, 0))[1]
     rows = []
-    for key in period.months():
-        start = max(_month_start(key, period), period.start)
-        end = min(_next_month_start(key, period), period.end)
-        created, new = (await session.execute(
-            select(func.count(case((Customer.created_at < start, 1))),
-                   func.count(case((Customer.created_at >= start, 1))))
-            .where(Customer.created_at < end, *_live()))).one()
-        lost, back = (await session.execute(
-            select(func.count(case((to_churned, 1))), func.count(case((from_churned, 1))))
-            .where(LifecycleTransition.at < start))).one()
-        at_start = int(created) - int(lost) + int(back)
-        churned = int(churned_by_month.get(key, 0))
-        rows.append([key, at_start, int(new), churned, ratio(churned, at_start + int(new))])
+    for key in months:
+        new = by_creation.get(key, (0, 0))[0]
+        lost, back, churned = moves.get(key, (0, 0, 0))
+        rows.append([key, at_start, new, churned, ratio(churned, at_start + new)])
+        at_start += new - lost + back
     report.add(Table("monthly", ["month", "customers_at_start", "new_customers", "churned",
                                  "churn_rate"], rows),
                Chart("monthly", "line", "month", ("churn_rate",)))
@@ -185,12 +181,7 @@ async def churn(session: AsyncSession, period: Period) -> Report:
     report.add(Table("reasons", ["reason", "churned"], [[r, int(n)] for r, n in reasons]),
                Chart("reasons", "doughnut", "reason", ("churned",)))
 
-    cohort = month_key(Customer.created_at, dialect, period.zone)
-    is_churned = func.count(case((Customer.lifecycle_stage == LifecycleStage.CHURNED, 1)))
-    cohorts = {k: (int(n), int(c or 0)) for k, n, c in await session.execute(
-        select(cohort, func.count(), is_churned)
-        .where(Customer.created_at >= period.start, Customer.created_at < period.end, *_live())
-        .group_by(cohort))}
+    cohorts = {k: v for k, v in by_creation.items() if k in set(months)}
     report.add(Table("cohorts", ["cohort", "customers", "churned", "churn_rate"],
                      [[k, n, c, ratio(c, n)] for k, (n, c) in sorted(cohorts.items())]),
                Chart("cohorts", "bar", "cohort", ("churn_rate",)))
