@@ -76,6 +76,9 @@ class Customer(Base):
     __table_args__ = (
         Index("ix_customers_deleted_at_id", "deleted_at", "id"),
         Index("ix_customers_created_at", "created_at"),
+        # Covers the composition report (one index-only pass over every customer).
+        Index("ix_customers_composition", "category_code", "industry", "province", "tier_code",
+              "deleted_at", "merged_into_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -102,6 +102,7 @@ class Order(Base):
     opportunity_id: Mapped[int | None] = mapped_column(
         ForeignKey("opportunities.id", ondelete="SET NULL"), index=True)
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    """The agent credited with the sale (by default the customer's owner when ordered)."""
     status: Mapped[str] = mapped_column(String(20), default="confirmed")
     currency: Mapped[str] = mapped_column(String(3), default="CNY")
     amount: Mapped[Decimal] = mapped_column(MONEY, default=Decimal("0"))

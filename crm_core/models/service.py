@@ -59,7 +59,8 @@ class Interaction(Base):
         Index("ix_interactions_customer_occurred", "customer_id", "occurred_at"),
         # Reports: volume and channel mix by period, and each agent's conversations.
         Index("ix_interactions_occurred_channel", "occurred_at", "channel", "direction"),
-        Index("ix_interactions_agent_occurred", "agent_id", "occurred_at", "conversation_id"),
+        Index("ix_interactions_agent_occurred", "agent_id", "direction", "occurred_at",
+              "conversation_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

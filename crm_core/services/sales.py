@@ -192,7 +192,8 @@ async def create_order(
     number: str | None = None,
 ) -> Order:
     """A confirmed order: its amount is the sum of its lines. It earns membership points
-    and raises the customer's lifetime value (in the reporting currency)."""
+    and raises the customer's lifetime value (in the reporting currency). The order is
+    credited to ``agent_id``, by default the customer's owner at the time."""
     if not lines:
         raise ValidationError("lines", [], "an order needs at least one line")
     customer = await session.get(Customer, customer_id)
@@ -215,8 +216,8 @@ async def create_order(
     total = sum((line.amount for line in prepared), Decimal("0"))
     order = Order(customer_id=customer_id, currency=_currency(currency), status=CONFIRMED,
                   ordered_at=ordered_at or now, opportunity_id=opportunity_id,
-                  agent_id=agent_id, due_on=due_on, created_at=now, amount=total,
-                  paid_amount=Decimal("0"))
+                  agent_id=agent_id or customer.owner_agent_id, due_on=due_on,
+                  created_at=now, amount=total, paid_amount=Decimal("0"))
     session.add(order)
     await session.flush()
     order.number = number or f"SO-{order.id:06d}"

@@ -2,7 +2,7 @@
 
 Revision ID: 0010
 Revises: 0009
-Create Date: 2026-12-05 02:47:39.664491
+Create Date: 2026-12-05 03:07:35.589806
 """
 
 from collections.abc import Sequence
@@ -213,7 +213,8 @@ def upgrade() -> None:
     )
     op.create_index('ix_points_ledger_customer_at', 'points_ledger', ['customer_id', 'at'], unique=False)
     op.create_index('ix_points_ledger_expiry', 'points_ledger', ['kind', 'expires_at'], unique=False)
-    op.create_index('ix_interactions_agent_occurred', 'interactions', ['agent_id', 'occurred_at', 'conversation_id'], unique=False)
+    op.create_index('ix_customers_composition', 'customers', ['category_code', 'industry', 'province', 'tier_code', 'deleted_at', 'merged_into_id'], unique=False)
+    op.create_index('ix_interactions_agent_occurred', 'interactions', ['agent_id', 'direction', 'occurred_at', 'conversation_id'], unique=False)
     op.create_index('ix_interactions_occurred_channel', 'interactions', ['occurred_at', 'channel', 'direction'], unique=False)
     op.create_index('ix_lifecycle_transitions_to_stage_at', 'lifecycle_transitions', ['to_stage', 'at'], unique=False)
     op.create_index('ix_tickets_created_at', 'tickets', ['created_at'], unique=False)
@@ -228,6 +229,7 @@ def downgrade() -> None:
     op.drop_index('ix_lifecycle_transitions_to_stage_at', table_name='lifecycle_transitions')
     op.drop_index('ix_interactions_occurred_channel', table_name='interactions')
     op.drop_index('ix_interactions_agent_occurred', table_name='interactions')
+    op.drop_index('ix_customers_composition', table_name='customers')
     op.drop_index('ix_points_ledger_expiry', table_name='points_ledger')
     op.drop_index('ix_points_ledger_customer_at', table_name='points_ledger')
     op.drop_table('points_ledger')

@@ -43,22 +43,33 @@ def _live() -> list[ColumnElement[bool]]:
 
 
 async def composition(session: AsyncSession, period: Period) -> Report:
-    """Customers by category, industry, region (province), tier and member level."""
+    """Customers by category, industry, region (province), tier and member level.
+
+    One pass over the customers, grouped by all four dimensions at once (a few thousand
+    combinations at most, covered by ``ix_customers_composition``), summed per dimension
+    here; member levels from the memberships, less those of removed customers."""
     report = Report("composition", period)
-    dimensions: list[tuple[str, Any]] = [
-        ("category", Customer.category_code), ("industry", Customer.industry),
-        ("region", Customer.province), ("tier", Customer.tier_code),
-    ]
-    for key, column in dimensions:
-        rows = await session.execute(select(column, func.count()).where(*_live())
-                                     .group_by(column).order_by(func.count().desc(), column))
-        report.add(Table(key, [key, "customers"], [[v or UNKNOWN, int(n)] for v, n in rows]),
-                   Chart(key, "doughnut", key, ("customers",)))
-    rows = await session.execute(
+    dimensions = ("category", "industry", "region", "tier")
+    columns = (Customer.category_code, Customer.industry, Customer.province,
+               Customer.tier_code)
+    totals: dict[str, dict[str, int]] = {d: {} for d in dimensions}
+    for *values, n in await session.execute(
+            select(*columns, func.count()).where(*_live()).group_by(*columns)):
+        for dimension, value in zip(dimensions, values, strict=True):
+            key = value or UNKNOWN
+            totals[dimension][key] = totals[dimension].get(key, 0) + int(n)
+    for dimension in dimensions:
+        rows = sorted(totals[dimension].items(), key=lambda kv: (-kv[1], kv[0]))
+        report.add(Table(dimension, [dimension, "customers"], [list(r) for r in rows]),
+                   Chart(dimension, "doughnut", dimension, ("customers",)))
+    removed = select(Customer.id).where(
+        or_(Customer.deleted_at.is_not(None), Customer.merged_into_id.is_not(None)))
+    levels = await session.execute(
         select(Membership.level_code, func.count())
-        .join(Customer, Customer.id == Membership.customer_id).where(*_live())
-        .group_by(Membership.level_code).order_by(func.count().desc(), Membership.level_code))
-    report.add(Table("level", ["level", "customers"], [[v or UNKNOWN, int(n)] for v, n in rows]),
+        .where(Membership.customer_id.not_in(removed))
+        .group_by(Membership.level_code))
+    rows = sorted(((v or UNKNOWN, int(n)) for v, n in levels), key=lambda kv: (-kv[1], kv[0]))
+    report.add(Table("level", ["level", "customers"], [list(r) for r in rows]),
                Chart("level", "doughnut", "level", ("customers",)))
     return report
 
@@ -191,38 +202,54 @@ async def churn(session: AsyncSession, period: Period) -> Report:
 async def value_ranking(session: AsyncSession, period: Period, *,
                         currency: str = DEFAULT_CURRENCY, size: int = RANKING_SIZE) -> Report:
     """Top customers by revenue in the period (table ``top``) and the fastest risers: the
-    largest increase over the previous period of the same length (table ``rising``)."""
+    largest increase over the previous period of the same length (table ``rising``).
+
+    The orders of both periods are ranked per customer first; only the leaders are then
+    looked up among the customers (removed ones are skipped, and the ranking is read
+    further when too many were)."""
     report = Report("ranking", period)
     previous = period.previous()
 
     def revenue_in(p: Period) -> Any:
         return func.sum(Order.amount).filter(Order.ordered_at >= p.start, Order.ordered_at < p.end)
 
-    base = (select(Order.customer_id, revenue_in(period).label("now"),
+    base = (select(Order.customer_id.label("customer_id"), revenue_in(period).label("now"),
                    revenue_in(previous).label("before"))
             .where(Order.status == "confirmed", Order.currency == currency,
                    Order.ordered_at >= previous.start, Order.ordered_at < period.end)
             .group_by(Order.customer_id).subquery())
     now_value = func.coalesce(base.c.now, 0)
     growth = now_value - func.coalesce(base.c.before, 0)
-    top = await session.execute(
-        select(Customer.id, Customer.display_name, now_value, Customer.lifetime_value)
-        .join(base, base.c.customer_id == Customer.id)
-        .where(base.c.now.is_not(None), *_live())
-        .order_by(now_value.desc(), Customer.id).limit(size))
+    top = await _leaders(session, select(base.c.customer_id, now_value, base.c.before)
+                         .where(base.c.now.is_not(None))
+                         .order_by(now_value.desc(), base.c.customer_id), size)
     report.add(Table("top", ["customer_id", "customer", "revenue", "lifetime_value"],
-                     [[i, n, number(v), number(ltv)] for i, n, v, ltv in top]),
+                     [[c.id, c.display_name, number(now), number(c.lifetime_value)]
+                      for c, now, _ in top]),
                Chart("top", "bar", "customer", ("revenue",)))
-    rising = await session.execute(
-        select(Customer.id, Customer.display_name, func.coalesce(base.c.before, 0), now_value,
-               growth)
-        .join(base, base.c.customer_id == Customer.id)
-        .where(growth > 0, *_live())
-        .order_by(growth.desc(), Customer.id).limit(size))
+    rising = await _leaders(session, select(base.c.customer_id, now_value, base.c.before)
+                            .where(growth > 0)
+                            .order_by(growth.desc(), base.c.customer_id), size)
     report.add(Table("rising", ["customer_id", "customer", "previous", "revenue", "growth"],
-                     [[i, n, number(b), number(v), number(g)] for i, n, b, v, g in rising]),
+                     [[c.id, c.display_name, number(before), number(now),
+                       number(float(now or 0) - float(before or 0))]
+                      for c, now, before in rising]),
                Chart("rising", "bar", "customer", ("growth",)))
     return report
+
+
+async def _leaders(session: AsyncSession, ranked: Any, size: int,
+                   ) -> list[tuple[Customer, Any, Any]]:
+    """The first ``size`` live customers of a ranking of ``(customer_id, now, before)``."""
+    limit = size * 2 + 10
+    while True:
+        rows = list(await session.execute(ranked.limit(limit)))
+        found = {c.id: c for c in await session.scalars(
+            select(Customer).where(Customer.id.in_([r[0] for r in rows]), *_live()))}
+        leaders = [(found[i], now, before) for i, now, before in rows if i in found]
+        if len(leaders) >= size or len(rows) < limit:
+            return leaders[:size]
+        limit *= 4
 
 
 async def channel_mix(session: AsyncSession, period: Period) -> Report:
