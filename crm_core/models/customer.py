@@ -75,7 +75,9 @@ class Customer(Base):
     __tablename__ = "customers"
     __table_args__ = (
         Index("ix_customers_deleted_at_id", "deleted_at", "id"),
-        Index("ix_customers_created_at", "created_at"),
+        # Covers the churn report's counts of customers by when they joined (index-only).
+        Index("ix_customers_created_at", "created_at", "deleted_at", "merged_into_id",
+              "lifecycle_stage"),
         # Covers the composition report (one index-only pass over every customer).
         Index("ix_customers_composition", "category_code", "industry", "province", "tier_code",
               "deleted_at", "merged_into_id"),

@@ -2,7 +2,7 @@
 
 Revision ID: 0010
 Revises: 0009
-Create Date: 2026-12-05 03:07:35.589806
+Create Date: 2026-12-05 03:10:29.136877
 """
 
 from collections.abc import Sequence
@@ -213,6 +213,8 @@ def upgrade() -> None:
     )
     op.create_index('ix_points_ledger_customer_at', 'points_ledger', ['customer_id', 'at'], unique=False)
     op.create_index('ix_points_ledger_expiry', 'points_ledger', ['kind', 'expires_at'], unique=False)
+    op.drop_index(op.f('ix_customers_created_at'), table_name='customers')
+    op.create_index('ix_customers_created_at', 'customers', ['created_at', 'deleted_at', 'merged_into_id', 'lifecycle_stage'], unique=False)
     op.create_index('ix_customers_composition', 'customers', ['category_code', 'industry', 'province', 'tier_code', 'deleted_at', 'merged_into_id'], unique=False)
     op.create_index('ix_interactions_agent_occurred', 'interactions', ['agent_id', 'direction', 'occurred_at', 'conversation_id'], unique=False)
     op.create_index('ix_interactions_occurred_channel', 'interactions', ['occurred_at', 'channel', 'direction'], unique=False)
@@ -230,6 +232,8 @@ def downgrade() -> None:
     op.drop_index('ix_interactions_occurred_channel', table_name='interactions')
     op.drop_index('ix_interactions_agent_occurred', table_name='interactions')
     op.drop_index('ix_customers_composition', table_name='customers')
+    op.drop_index('ix_customers_created_at', table_name='customers')
+    op.create_index(op.f('ix_customers_created_at'), 'customers', ['created_at'], unique=False)
     op.drop_index('ix_points_ledger_expiry', table_name='points_ledger')
     op.drop_index('ix_points_ledger_customer_at', table_name='points_ledger')
     op.drop_table('points_ledger')

@@ -4,7 +4,9 @@ segments, satisfaction trend, churn by month and by cohort with reasons, value r
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,6 +38,11 @@ UNKNOWN = "(none)"
 SATISFIED = 4
 RANKING_SIZE = 20
 RFM_SEGMENTS = ("champions", "loyal", "new", "need_attention", "at_risk", "hibernating")
+
+
+def _month_start(key: str, zone: str) -> datetime:
+    year, month = (int(part) for part in key.split("-"))
+    return datetime(year, month, 1, tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
 def _live() -> list[ColumnElement[bool]]:
@@ -148,17 +155,26 @@ async def churn(session: AsyncSession, period: Period) -> Report:
     less churned before it, plus won back before it) and those new in it; churn reasons
     in the period; churn by cohort (month of creation, share now churned).
 
-    Three grouped scans: customers by month of creation, transitions by month, reasons;
-    the running totals are summed here."""
+    Index-only scans: customers who joined before the first month (a count), those who
+    joined in the period by month, transitions by month, reasons; the running totals are
+    summed here."""
     report = Report("churn", period)
     dialect = dialect_of(session)
     to_churned = LifecycleTransition.to_stage == LifecycleStage.CHURNED
     from_churned = LifecycleTransition.from_stage == LifecycleStage.CHURNED
+    months = period.months()
+    first_start = _month_start(months[0], period.zone)
+    year, month = (int(part) for part in months[-1].split("-"))
+    after = _month_start(f"{year + month // 12:04d}-{month % 12 + 1:02d}", period.zone)
     created_month = month_key(Customer.created_at, dialect, period.zone)
     by_creation = {k: (int(n), int(c or 0)) for k, n, c in await session.execute(
         select(created_month, func.count(),
                func.count(case((Customer.lifecycle_stage == LifecycleStage.CHURNED, 1))))
-        .where(*_live()).group_by(created_month))}
+        .where(Customer.created_at >= first_start, Customer.created_at < after, *_live())
+        .group_by(created_month))}
+    before = int(await session.scalar(
+        select(func.count()).select_from(Customer)
+        .where(Customer.created_at < first_start, *_live())) or 0)
     moved_month = month_key(LifecycleTransition.at, dialect, period.zone)
     moves = {k: (int(lost), int(back), int(people)) for k, lost, back, people in
              await session.execute(
@@ -167,13 +183,11 @@ async def churn(session: AsyncSession, period: Period) -> Report:
                         func.count(func.distinct(case((to_churned,
                                                        LifecycleTransition.customer_id)))))
                  .where(or_(to_churned, from_churned)).group_by(moved_month))}
-    months = period.months()
-    at_start = 0
-    for key in sorted(set(by_creation) | set(moves)):
+    at_start = before
+    for key in sorted(moves):
         if key >= months[0]:
             break
-        at_start += by_creation.get(key, (0, 0))[0] - moves.get(key, (0, 0, 0))[0] \
-            + moves.get(key, (0, 0, 0))[1]
+        at_start += moves[key][1] - moves[key][0]
     rows = []
     for key in months:
         new = by_creation.get(key, (0, 0))[0]
