@@ -43,7 +43,7 @@ def labels(gettext: Callable[..., str]) -> Callable[[str], str]:
         "weighted": _("Weighted"), "orders": _("Orders"), "source": _("Source"),
         "count": _("Count"), "expected": _("Expected"),
         # metrics
-        "inbound_total": _("Inbound today"), "open_tickets": _("Open tickets"),
+        "inbound_total": _("Inbound volume"), "open_tickets": _("Open tickets"),
         "overdue_tickets": _("Overdue tickets"), "sla_first_response": _("SLA: first response"),
         "sla_resolution": _("SLA: resolution"), "sla_attainment": _("SLA attainment"),
         "csat_satisfied": _("CSAT satisfied"), "agents_online": _("Agents online"),

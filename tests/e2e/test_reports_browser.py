@@ -39,8 +39,9 @@ async def test_dashboard_and_report_charts_in_the_browser(
         page.set_default_timeout(TIMEOUT_MS)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda message: errors.append(message.text)
-                if message.type == "error" else None)
+        page.on("response", lambda response: errors.append(f"{response.status} {response.url}")
+                if response.status >= 400 and not response.url.endswith("/favicon.ico")
+                else None)
         await page.goto(f"{url}/console/login")
         await page.fill("input[name=login]", "boss")
         await page.fill("input[name=password]", PASSWORD)
