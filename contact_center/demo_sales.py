@@ -74,19 +74,19 @@ async def write_sales_demo(session: AsyncSession, customers: list[Customer],
                                outcome=outcome)
     levels = [
         MemberLevel(code="silver", name="Silver member", name_zh="银卡会员", rank=1,
-                    min_spend=Decimal("5000"), earn_rate=1.0),
+                    min_spend=Decimal("15000"), earn_rate=1.0),
         MemberLevel(code="gold", name="Gold member", name_zh="金卡会员", rank=2,
-                    min_spend=Decimal("20000"), min_points=25000, earn_rate=1.5),
+                    min_spend=Decimal("40000"), min_points=60000, earn_rate=1.5),
         MemberLevel(code="diamond", name="Diamond member", name_zh="钻石会员", rank=3,
-                    min_spend=Decimal("50000"), earn_rate=2.0, tier_code="vip"),
+                    min_spend=Decimal("90000"), earn_rate=2.0, tier_code="vip"),
     ]
     for level in levels:
         if await session.get(MemberLevel, level.code) is None:
             session.add(level)
     await session.flush()
-    buyers = rng.sample(customers, k=min(len(customers), max(1, len(customers) * 3 // 5)))
+    buyers = rng.sample(customers, k=min(len(customers), max(1, len(customers) * 2 // 5)))
     for customer in buyers:
-        for _ in range(rng.choice((1, 1, 2, 3, 4, 6))):
+        for _ in range(rng.choice((1, 1, 2, 2, 3, 4))):
             ordered = now - timedelta(days=rng.randint(0, 360), hours=rng.randint(0, 20))
             lines = [sales.LineInput(*_product(rng)) for _ in range(rng.randint(1, 3))]
             order = await sales.create_order(

@@ -179,6 +179,6 @@ async def evaluate_level(session: AsyncSession, customer_id: int, *, now: dateti
                              after={"tier_code": level.tier_code, "member_level": new_code})
         entry.at = now
     await session.flush()
-    log.info("member.level_changed", customer_id=customer_id, from_level=change.from_level,
+    log.debug("member.level_changed", customer_id=customer_id, from_level=change.from_level,
              to_level=new_code)
     return change

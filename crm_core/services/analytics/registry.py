@@ -7,11 +7,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.models import Channel
 from crm_core.services.analytics import agents, customers, dashboard, sales
-from crm_core.services.analytics.base import DEFAULT_CURRENCY, Period, Report
+from crm_core.services.analytics.base import DEFAULT_CURRENCY, Period, Report, dialect_of
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,13 @@ FORWARD = frozenset({"forecast"})
 """Reports about a coming period (their default range starts tomorrow)."""
 
 
+REPORT_WORK_MEM = "64MB"
+"""PostgreSQL sort and hash memory for a report's transaction: RFM's window sorts and the
+per-customer aggregates spill to disk with the default 4 MB on a year of orders."""
+
+
 async def build(name: str, session: AsyncSession, period: Period, filters: Filters) -> Report:
     """Compute the report ``name`` (a key of :data:`ALL`)."""
+    if dialect_of(session) == "postgresql":
+        await session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
     return await ALL[name](session, period, filters)
