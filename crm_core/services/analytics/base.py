@@ -136,7 +136,8 @@ def seconds_between(later: Any, earlier: Any, dialect: str) -> ColumnElement[flo
 
 
 def month_key(column: Any, dialect: str, zone: str) -> ColumnElement[str]:
-    """``YYYY-MM`` of a timestamp in the business time zone."""
+    """``YYYY-MM`` of a timestamp in the business time zone (SQLite: shifted by the zone's
+    current UTC offset, exact for zones without daylight saving such as Asia/Shanghai)."""
     if dialect == "postgresql":
         return func.to_char(func.timezone(zone, column), "YYYY-MM")
     offset = int(datetime.now(ZoneInfo(zone)).utcoffset().total_seconds() // 60)  # type: ignore[union-attr]
