@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test bench lint clean vendor
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ bench: install
 	@set -e; for script in bench/[!_]*.py; do \
 		echo "== $$script"; $(BIN)/python $$script; \
 	done
+
+# Refresh the vendored front-end libraries (Chart.js) from npm, at the versions the lock
+# file pins; the copies in contact_center/web/static/vendor are committed.
+vendor:
+	npm ci --no-audit --no-fund
+	npm run vendor
 
 lint: install
 	$(BIN)/ruff check .

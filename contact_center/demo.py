@@ -27,6 +27,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from contact_center.demo_sales import write_sales_demo
 from crm_core.db import Database
 from crm_core.errors import ConflictError
 from crm_core.models import (
@@ -1387,6 +1388,8 @@ class DemoSummary:
     conversations: int = 0
     interactions: int = 0
     tickets: int = 0
+    orders: int = 0
+    opportunities: int = 0
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -1402,6 +1405,7 @@ class DemoSummary:
             f"{self.tiers} tiers, {self.organizations} organizations",
             f"  {self.customers} customers, {self.conversations} conversations with "
             f"{self.interactions} interactions, {self.tickets} tickets",
+            f"  {self.orders} orders, {self.opportunities} sales opportunities",
         ]
         if self.skipped_customers:
             lines.append(
@@ -1451,13 +1455,15 @@ async def load_demo(
                 seconds=time.perf_counter() - started,
             )
         summary = DemoSummary(loaded=True, existing_customers=existing)
-        await write_dataset(session, build_dataset(seed=seed, now=now), summary, region=region)
+        await write_dataset(session, build_dataset(seed=seed, now=now), summary, region=region,
+                            now=now)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 async def write_dataset(
-    session: AsyncSession, dataset: DemoDataset, summary: DemoSummary, *, region: str
+    session: AsyncSession, dataset: DemoDataset, summary: DemoSummary, *, region: str,
+    now: datetime | None = None,
 ) -> None:
     """Write a data set into the caller's transaction, counting what is created."""
     # Held for the whole load: the session maps rows weakly, and create_customer looks up
@@ -1470,6 +1476,12 @@ async def write_dataset(
         session, dataset, summary, organizations, agents, region=region
     )
     await _write_conversations(session, dataset, summary, customers, agents, teams)
+    if customers:
+        # Sales, membership, CSAT and churn for the reports (contact_center/demo_sales.py).
+        tickets = list(await session.scalars(select(Ticket).order_by(Ticket.id)))
+        sold = await write_sales_demo(session, list(customers.values()), list(agents.values()),
+                                      tickets, now=now or utcnow(), seed=dataset.seed)
+        summary.orders, summary.opportunities = sold.orders, sold.opportunities
     del classes
     audit.record(
         session,

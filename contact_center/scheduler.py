@@ -15,6 +15,9 @@ One tick:
    back; the restarted scheduler finds it still pending: nothing is sent twice and
    nothing is lost.
 3. **remind** — care tasks whose reminder is due publish ``care_task.due``.
+4. **report** — from the configured weekday and hour, last week's report is queued for
+   the supervisors (``contact_center.weekly_report``, once per ISO week); once an hour
+   membership points past their expiry expire and contracts past their end are ended.
 
 Every time comes from ``now`` (a callable), so tests drive the clock. Sending itself is
 the outbox dispatcher's job (``contact-center worker`` or ``serve``).
@@ -31,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 from jinja2 import TemplateError
@@ -40,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from contact_center.campaign_links import CampaignLinks
+from contact_center.weekly_report import send_weekly_report
 from crm_core.db import Database
 from crm_core.models import (
     Agent,
@@ -57,6 +62,8 @@ from crm_core.models import (
 from crm_core.services import campaigns as svc
 from crm_core.services.campaign_config import CampaignConfig, CampaignSpec, render
 from crm_core.services.care_tasks import claim_reminders, create_task
+from crm_core.services.membership import expire_points
+from crm_core.services.sales import end_contracts
 from routing.assignment import choose_assignee
 from routing.envelope import SenderHandles
 from routing.events import Event, EventBus
@@ -92,6 +99,19 @@ _SET_QUEUED = (update(_SENDS).where(_SENDS.c.id == bindparam("s_id"))
                        updated_at=bindparam("s_at", type_=_SENDS.c.updated_at.type)))
 
 
+HOUSEKEEPING_EVERY = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class WeeklyReport:
+    """When and how the weekly report goes to supervisors (``[analytics]``)."""
+
+    currency: str = "CNY"
+    weekday: int = 0
+    hour: int = 9
+    console_url: str = "http://127.0.0.1:8080"
+
+
 @dataclass
 class TickReport:
     """What one tick did."""
@@ -104,6 +124,8 @@ class TickReport:
     skipped: Counter[str] = field(default_factory=Counter)
     failed: int = 0
     reminders: int = 0
+    reports: int = 0
+    """Weekly report e-mails queued."""
 
     @property
     def handled(self) -> int:
@@ -121,13 +143,14 @@ class TickReport:
         self.skipped.update(other.skipped)
         self.failed += other.failed
         self.reminders += other.reminders
+        self.reports += other.reports
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
         return {"planned": self.planned, "queued": self.queued, "tasks": self.tasks,
                 "held_out": self.held_out, "postponed": self.postponed,
                 "skipped": dict(self.skipped), "failed": self.failed,
-                "reminders": self.reminders}
+                "reminders": self.reminders, "reports": self.reports}
 
 
 def scheduler_name() -> str:
@@ -183,6 +206,7 @@ class CampaignScheduler:
         now: Callable[[], datetime] = utcnow,
         batch_size: int = 200,
         name: str | None = None,
+        weekly_report: WeeklyReport | None = None,
     ) -> None:
         self.database = database
         self.config = config
@@ -198,6 +222,8 @@ class CampaignScheduler:
         self._ids: dict[str, int] = {}
         self._specs: dict[int, CampaignSpec] = {}
         self._synced = False
+        self.weekly_report = weekly_report
+        self._housekept_at: datetime | None = None
 
     @property
     def _postgres(self) -> bool:
@@ -213,7 +239,9 @@ class CampaignScheduler:
         report.planned = await self.plan()
         report.add(await self.deliver())
         report.reminders = await self.remind()
-        if report.planned or report.handled or report.reminders:
+        report.reports = await self.send_reports()
+        await self.housekeeping()
+        if report.planned or report.handled or report.reminders or report.reports:
             log.info("scheduler.tick", scheduler=self.name, **report.to_dict())
         return report
 
@@ -564,6 +592,32 @@ class CampaignScheduler:
         return len(events)
 
 
+    # --- weekly report and sales housekeeping -------------------------------------------
+
+    async def send_reports(self) -> int:
+        """Queue the weekly report to supervisors when it is due (once per week)."""
+        if self.weekly_report is None:
+            return 0
+        weekly = self.weekly_report
+        try:
+            return await send_weekly_report(
+                self.database, now=self.now(), zone=self.timezone, currency=weekly.currency,
+                weekday=weekly.weekday, hour=weekly.hour, console_url=weekly.console_url)
+        except Exception:
+            log.exception("scheduler.weekly_report_failed", scheduler=self.name)
+            return 0
+
+    async def housekeeping(self) -> None:
+        """Once an hour: expire due membership points, end contracts whose term is over."""
+        now = self.now()
+        if self._housekept_at is not None and now - self._housekept_at < HOUSEKEEPING_EVERY:
+            return
+        self._housekept_at = now
+        async with self.database.transaction() as session:
+            await expire_points(session, now=now)
+            await end_contracts(session, today=now.astimezone(ZoneInfo(self.timezone)).date())
+
+
 # --- wiring from settings --------------------------------------------------------------------
 
 
@@ -610,7 +664,16 @@ def build_scheduler(settings: Any, database: Database, *, events: EventBus | Non
         region=settings.locale.default_region, timezone=settings.locale.timezone,
         default_language=settings.locale.default_language, events=events,
         available_channels=available_channels(settings), now=now,
-        batch_size=settings.campaigns.batch_size)
+        batch_size=settings.campaigns.batch_size, weekly_report=weekly_report(settings))
+
+
+def weekly_report(settings: Any) -> WeeklyReport | None:
+    """The weekly report's schedule from ``[analytics]`` (``None``: switched off)."""
+    analytics = settings.analytics
+    if not analytics.weekly_report:
+        return None
+    return WeeklyReport(currency=analytics.currency, weekday=analytics.weekly_report_weekday,
+                        hour=analytics.weekly_report_hour, console_url=public_base_url(settings))
 
 
 async def run_embedded_scheduler(settings: Any, database: Database, engine: Any,

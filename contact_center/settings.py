@@ -411,6 +411,21 @@ class CampaignSettings(BaseModel):
         return value
 
 
+class AnalyticsSettings(BaseModel):
+    """``[analytics]``: reports, the reporting currency and the weekly report e-mail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    """Money figures (revenue, lifetime value, forecast) count orders in this currency."""
+    weekly_report: bool = True
+    """E-mail the weekly report to active supervisors (with an address) via the outbox."""
+    weekly_report_weekday: int = Field(default=0, ge=0, le=6)
+    """The day it goes out: 0 = Monday … 6 = Sunday (business time zone)."""
+    weekly_report_hour: int = Field(default=9, ge=0, le=23)
+    """The local hour from which it goes out on that day."""
+
+
 class Settings(BaseSettings):
     """Everything a contact-center process needs to know at start-up."""
 
@@ -439,6 +454,7 @@ class Settings(BaseSettings):
     webchat: WebchatSettings = WebchatSettings()
     voice: VoiceSettings | None = None
     campaigns: CampaignSettings = Field(default_factory=lambda: CampaignSettings())
+    analytics: AnalyticsSettings = AnalyticsSettings()
 
     @field_validator("database_url")
     @classmethod

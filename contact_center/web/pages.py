@@ -36,3 +36,10 @@ def setup_pages(app: web.Application, settings: Settings, database: Database,
     from contact_center.web.campaigns import setup_campaigns
 
     setup_campaigns(app)
+
+    # Sales (pipeline, follow-up reminders) and the reports with their charts and exports.
+    from contact_center.web.reports import setup_reports
+    from contact_center.web.sales import setup_sales
+
+    setup_reports(app)
+    setup_sales(app)

@@ -33,8 +33,19 @@ from crm_core.models.enums import (
 )
 from crm_core.models.intake import ChannelCursor, CustomerLinkToken, QuarantinedMessage
 from crm_core.models.match_keys import CustomerMatchKey, CustomerMatchProfile
+from crm_core.models.membership import MemberLevel, MemberLevelChange, Membership, PointsEntry
 from crm_core.models.outbox import OutboxMessage
 from crm_core.models.queue import QueueEntry
+from crm_core.models.reports import ReportDelivery
+from crm_core.models.sales import (
+    Contract,
+    FollowUp,
+    Opportunity,
+    Order,
+    OrderLine,
+    Payment,
+    PipelineStage,
+)
 from crm_core.models.service import Conversation, Interaction, Ticket, ticket_number
 
 __all__ = [
@@ -52,6 +63,7 @@ __all__ = [
     "Channel",
     "ChannelCursor",
     "ClassificationRule",
+    "Contract",
     "Conversation",
     "ConversationStatus",
     "Customer",
@@ -65,17 +77,28 @@ __all__ = [
     "Direction",
     "DuplicateSuggestion",
     "FeedbackResponse",
+    "FollowUp",
     "IdentityKind",
     "Interaction",
     "InteractionKind",
     "LifecycleStage",
     "LifecycleTransition",
+    "MemberLevel",
+    "MemberLevelChange",
+    "Membership",
     "MergeRecord",
+    "Opportunity",
+    "Order",
+    "OrderLine",
     "Organization",
     "OutboxMessage",
     "PasswordResetToken",
+    "Payment",
+    "PipelineStage",
+    "PointsEntry",
     "QuarantinedMessage",
     "QueueEntry",
+    "ReportDelivery",
     "Segment",
     "Team",
     "Ticket",

@@ -75,7 +75,12 @@ class Customer(Base):
     __tablename__ = "customers"
     __table_args__ = (
         Index("ix_customers_deleted_at_id", "deleted_at", "id"),
-        Index("ix_customers_created_at", "created_at"),
+        # Covers the churn report's counts of customers by when they joined (index-only).
+        Index("ix_customers_created_at", "created_at", "deleted_at", "merged_into_id",
+              "lifecycle_stage"),
+        # Covers the composition report (one index-only pass over every customer).
+        Index("ix_customers_composition", "category_code", "industry", "province", "tier_code",
+              "deleted_at", "merged_into_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -202,6 +207,7 @@ class LifecycleTransition(Base):
     """One move of a customer between lifecycle stages, with when and why."""
 
     __tablename__ = "lifecycle_transitions"
+    __table_args__ = (Index("ix_lifecycle_transitions_to_stage_at", "to_stage", "at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_id: Mapped[int] = mapped_column(

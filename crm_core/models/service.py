@@ -55,7 +55,13 @@ class Interaction(Base):
     """One message, call, note or system event, inbound or outbound: the history."""
 
     __tablename__ = "interactions"
-    __table_args__ = (Index("ix_interactions_customer_occurred", "customer_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_interactions_customer_occurred", "customer_id", "occurred_at"),
+        # Reports: volume and channel mix by period, and each agent's conversations.
+        Index("ix_interactions_occurred_channel", "occurred_at", "channel", "direction"),
+        Index("ix_interactions_agent_occurred", "agent_id", "direction", "occurred_at",
+              "conversation_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[int | None] = mapped_column(
@@ -85,7 +91,11 @@ class Ticket(Base):
     """A service request, numbered ``T-000123``, with its SLA clock."""
 
     __tablename__ = "tickets"
-    __table_args__ = (Index("ix_tickets_status_priority", "status", "priority"),)
+    __table_args__ = (
+        Index("ix_tickets_status_priority", "status", "priority"),
+        Index("ix_tickets_created_at", "created_at"),
+        Index("ix_tickets_resolved_at", "resolved_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[str | None] = mapped_column(String(20), unique=True)

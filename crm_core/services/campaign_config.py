@@ -27,7 +27,8 @@ Campaign keys
 Triggers (``trigger.kind``)
     ``once`` (``at``), ``cron`` (``cron``, ``timezone``), ``ticket_resolved``
     (``category``), ``customer_created``, ``birthday``, ``contract_end`` (``attribute``,
-    ``days_before``), ``no_interaction`` (``days``), ``lifecycle_change`` and
+    ``days_before``; with the default attribute ``contract_end`` the active contracts of
+    the sales module count too), ``no_interaction`` (``days``), ``lifecycle_change`` and
     ``tier_change`` (``from``, ``to``). Events take ``delay_minutes``; day-based
     triggers send at ``at`` (``"10:00"``) in the customer's time zone; every trigger has
     ``grace_hours``: work that could not be planned that long after it was due (the

@@ -53,6 +53,7 @@ from crm_core.models import (
     Campaign,
     CampaignSend,
     Channel,
+    Contract,
     Customer,
     Direction,
     IdentityKind,
@@ -70,6 +71,7 @@ from crm_core.services.campaign_config import (
     CampaignConfig,
     CampaignSpec,
     Defaults,
+    Trigger,
     known_timezones,
 )
 from crm_core.services.customer_query import (
@@ -381,7 +383,8 @@ async def _tier_changes(session: AsyncSession, spec: CampaignSpec, audience: Aud
     trigger = spec.trigger
     rows = await session.execute(
         select(AuditLog.id, AuditLog.entity_id, AuditLog.at, AuditLog.before, AuditLog.after)
-        .where(AuditLog.entity_type == "customer", AuditLog.action.in_(["update", "classify"]),
+        .where(AuditLog.entity_type == "customer",
+               AuditLog.action.in_(["update", "classify", "member_level"]),
                AuditLog.at > low, AuditLog.at <= high))
     changes: list[tuple[int, int, datetime]] = []
     for audit_id, entity_id, at, before, after in rows:
@@ -454,22 +457,7 @@ async def _plan_days(session: AsyncSession, campaign: Campaign, spec: CampaignSp
                 if birthday_on(birthday, day) and earliest <= due <= latest:
                     planned.append(Planned(customer_id, f"birthday:{day.year}", due, due))
     elif trigger.kind == "contract_end":
-        value = Customer.custom_attributes[trigger.attribute].as_string()
-        first = (now.date() - timedelta(days=2) + timedelta(days=trigger.days)).isoformat()
-        last = (now.date() + timedelta(days=2) + timedelta(days=trigger.days)).isoformat()
-        rows = await session.execute(
-            select(Customer.id, value, Customer.timezone)
-            .where(value >= first, value <= last + "~", *audience.conditions))
-        for customer_id, raw, zone_name in rows:
-            try:
-                end = date.fromisoformat(str(raw)[:10])
-            except ValueError:
-                continue
-            zone = customer_zone(zone_name, default_zone)
-            due = _due(end - timedelta(days=trigger.days), trigger.send_time, zone)
-            if earliest <= due <= latest:
-                planned.append(Planned(customer_id, f"{trigger.attribute}:{end.isoformat()}",
-                                       due, due))
+        planned = await _contract_ends(session, trigger, audience, now, default_zone)
     else:  # no_interaction
         last_inbound = (
             select(Interaction.customer_id, func.max(Interaction.occurred_at).label("last"))
@@ -493,6 +481,40 @@ async def _plan_days(session: AsyncSession, campaign: Campaign, spec: CampaignSp
                                    last_at))
     return await insert_sends(session, campaign, spec,
                               (p for p in planned if spec.active_at(p.due_at)), now=now)
+
+
+async def _contract_ends(session: AsyncSession, trigger: Trigger, audience: Audience,
+                         now: datetime, default_zone: str) -> list[Planned]:
+    """Contracts ending ``days`` days from now: the customer attribute named by the trigger
+    (a date typed into the customer record) and, for the default attribute
+    ``contract_end``, the active contracts and subscriptions of the sales module. Both
+    give the occurrence ``contract_end:<date>``, so one end date is one message."""
+    earliest, latest = now - trigger.grace, now + DAY_HORIZON
+    first_day = now.date() - timedelta(days=2) + timedelta(days=trigger.days)
+    last_day = now.date() + timedelta(days=2) + timedelta(days=trigger.days)
+    value = Customer.custom_attributes[trigger.attribute].as_string()
+    rows = list(await session.execute(
+        select(Customer.id, value, Customer.timezone)
+        .where(value >= first_day.isoformat(), value <= last_day.isoformat() + "~",
+               *audience.conditions)))
+    if trigger.attribute == "contract_end":
+        rows += list(await session.execute(
+            select(Contract.customer_id, Contract.end_on, Customer.timezone)
+            .join(Customer, Customer.id == Contract.customer_id)
+            .where(Contract.status == "active", Contract.end_on >= first_day,
+                   Contract.end_on <= last_day, *audience.conditions)))
+    planned: dict[tuple[int, str], Planned] = {}
+    for customer_id, raw, zone_name in rows:
+        try:
+            end = raw if isinstance(raw, date) else date.fromisoformat(str(raw)[:10])
+        except ValueError:
+            continue
+        zone = customer_zone(zone_name, default_zone)
+        due = _due(end - timedelta(days=trigger.days), trigger.send_time, zone)
+        occurrence = f"{trigger.attribute}:{end.isoformat()}"
+        if earliest <= due <= latest:
+            planned[customer_id, occurrence] = Planned(customer_id, occurrence, due, due)
+    return list(planned.values())
 
 
 # --- eligibility at send time ----------------------------------------------------------------

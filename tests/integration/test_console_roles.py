@@ -272,6 +272,30 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
     ("POST", "/console/care-tasks/{task_id}"): (
         Case(logged_in(404), params={"task_id": "=999"}, form={"outcome": "reached"},
              note="no such task"),),
+    # Reports (contact_center/web/reports.py): supervisors and admins see every report;
+    # an agent sees only their own performance (the agents report narrowed to them).
+    ("GET", "/console/reports"): (Case(logged_in(302),
+                                       note="supervisors to the dashboard, agents to theirs"),),
+    ("GET", "/console/reports/{name}"): (
+        Case(supervisors(), params={"name": "=dashboard"}),
+        Case(supervisors(), params={"name": "=rfm"}),
+        Case(supervisors(), params={"name": "=forecast"}),
+        Case(logged_in(), params={"name": "=agents"}, note="agents: their own row only"),
+        Case(logged_in(404), params={"name": "=nothing"}, note="no such report"),
+    ),
+    ("GET", "/console/reports/{name}/export"): (
+        Case(supervisors(), params={"name": "=churn"}, query="format=csv"),
+        Case(supervisors(), params={"name": "=dashboard"}, query="format=xlsx"),
+        Case(logged_in(), params={"name": "=agents"}, query="format=csv"),
+        Case(logged_in(400), params={"name": "=agents"}, query="format=pdf"),
+    ),
+    # Sales: reminders, deals, follow-ups (contact_center/web/sales.py).
+    ("GET", "/console/sales"): (Case(logged_in()),),
+    ("POST", "/console/sales/follow-ups"): (
+        Case(logged_in(400), form={"customer_id": ""}, note="no customer given"),
+        Case(team_a(303), form={"customer_id": "@customer_a", "attitude": "positive"},
+             note="agent A owns customer A; agent B does not"),
+    ),
 }
 
 def console_routes(app: object) -> set[tuple[str, str]]:
