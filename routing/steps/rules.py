@@ -17,7 +17,7 @@ async def rules(ctx: RoutingContext) -> None:
 
     Automated mail matches no rule: answering an auto-reply is how mail loops start.
     """
-    if ctx.envelope.automated or ctx.envelope.metadata.get("log_only"):
+    if ctx.envelope.automated or ctx.envelope.metadata.get("log_only") or ctx.bot_handled:
         return
     actions = ctx.config.rules.automation(build_facts(ctx))
     ticket = ctx.ticket

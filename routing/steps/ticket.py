@@ -46,7 +46,9 @@ async def _open_ticket(ctx: RoutingContext) -> Ticket:
         conversation_id=ctx.require_conversation().id,
         first_response_due_at=first_due,
         resolution_due_at=resolution_due,
-        tags=[str(t) for t in ctx.envelope.metadata.get("ticket_tags", [])][:20],
+        tags=list(dict.fromkeys(
+            [str(t) for t in ctx.envelope.metadata.get("ticket_tags", [])] + ctx.bot_tags
+        ))[:20],
     )
     ctx.session.add(ticket)
     await ctx.session.flush()
@@ -69,6 +71,9 @@ async def ticket(ctx: RoutingContext) -> None:
         return
     if ctx.envelope.metadata.get("log_only"):
         ctx.hit("ticket:skipped-log-only")
+        return
+    if ctx.bot_handled:
+        ctx.hit("ticket:skipped-bot")
         return
     conversation = ctx.require_conversation()
     current = await ctx.session.scalar(
