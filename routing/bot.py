@@ -123,10 +123,11 @@ class BotRuntime:
 
     async def knowledge(self, session: AsyncSession) -> KnowledgeBase:
         """The knowledge base over the enabled articles (rebuilt when they change)."""
-        version = tuple(await session.execute(
+        result = await session.execute(
             select(func.count(KnowledgeArticle.id), func.max(KnowledgeArticle.updated_at),
                    func.max(KnowledgeArticle.id))
-        ).one())
+        )
+        version = tuple(result.one())
         if self._kb is None or version != self._kb_version:
             rows = (await session.scalars(
                 select(KnowledgeArticle).where(KnowledgeArticle.enabled.is_(True))
