@@ -56,6 +56,7 @@ INSTANT_ACTIONS = frozenset(
      "survey"}
 )
 """Actions a chat performs at once before going on to the action's ``goto``."""
+_PLACEHOLDER_NAMES = ("访客 Visitor", "Telegram ", "Unknown 未知客户")
 ABANDONED_AFTER = timedelta(minutes=30)
 """A bot session silent this long without ending counts as dropped at its node."""
 
@@ -153,10 +154,13 @@ async def chat_facts(
                                Agent.availability == Availability.ONLINE).limit(1))
     language = bot_session.language or (customer.language if customer else None) or (
         detect_language(first_text) if first_text else None)
+    name = (customer.display_name if customer else "") or ""
+    if name.startswith(_PLACEHOLDER_NAMES):
+        name = ""  # a generated lead name ("访客 Visitor 3f2a9c") is not a greeting
     return CallFacts(
         in_business_hours=business_hours,
-        known_caller=bool(customer and customer.display_name),
-        caller_name=(customer.display_name if customer else "") or "",
+        known_caller=bool(name),
+        caller_name=name,
         language=language,
         has_open_ticket=ticket is not None and ticket.status != TicketStatus.RESOLVED,
         ticket_number=(ticket.number or "") if ticket else "",
@@ -180,7 +184,10 @@ def apply_turn(bot_session: BotSession, turn: Turn) -> None:
     bot_session.node = turn.state.node
     bot_session.language = turn.state.language
     bot_session.attempt = turn.state.attempt
-    bot_session.path = [*(bot_session.path or []), *turn.path][-200:]
+    passed = list(turn.path)
+    if len(passed) > 1 and bot_session.path and passed[0] == bot_session.path[-1]:
+        passed = passed[1:]  # the node that was answered is already on the path
+    bot_session.path = [*(bot_session.path or []), *passed][-200:]
     if turn.collected:
         bot_session.fields = {**(bot_session.fields or {}), **turn.collected}
     text = chat_text(turn)

@@ -56,6 +56,8 @@ class RoutingContext:
     hits: list[str] = field(default_factory=list)
     """Why the message went where it went (kept on the interaction for the console)."""
     events: list[Event] = field(default_factory=list)
+    bot_active: bool = False
+    """The bot answered this message (no automatic reply on top of it)."""
     bot_handled: bool = False
     """The bot answered this message: no ticket, assignment or automation for it."""
     bot_team: str | None = None

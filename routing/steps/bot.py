@@ -179,7 +179,7 @@ async def bot(ctx: RoutingContext) -> None:
         await session.flush()
     note(row, "customer", text)
     facts = await chat_facts(session, customer, row, business_hours=business_hours,
-                             first_text=text)
+                             first_text="" if text.startswith("/") else text)
     turn: Turn
     if row.status == "bot" and row.node:
         try:
@@ -193,6 +193,7 @@ async def bot(ctx: RoutingContext) -> None:
     effects = await run_turns(session, engine, row, turn, facts, customer, now)
     await send(session, effects, conversation=conversation, customer=customer,
                channel=envelope.channel, to=envelope.sender, language=row.language)
+    ctx.bot_active = True
     ctx.bot_handled = not (effects.handed_off or effects.open_ticket)
     ctx.bot_team = effects.handoff_team if effects.handed_off else None
     ctx.bot_tags = effects.tags

@@ -35,7 +35,7 @@ async def rules(ctx: RoutingContext) -> None:
                 ticket.tags = [*ticket.tags, action.value]
         elif action.kind == "assign_team":
             await assign_to(ctx, action.value, f"rule:{action.rule}")
-        elif action.kind == "auto_reply":
+        elif action.kind == "auto_reply" and not ctx.bot_active:
             await _auto_reply(ctx, action.value)
         elif action.kind == "notify":
             ctx.emit(

@@ -114,6 +114,8 @@ async def ticket(ctx: RoutingContext) -> None:
     if current.status == TicketStatus.PENDING:
         current.status = TicketStatus.OPEN
     current.updated_at = utcnow()
+    if ctx.bot_tags:
+        current.tags = list(dict.fromkeys([*current.tags, *ctx.bot_tags]))[:20]
     ctx.ticket = current
     ctx.hit(f"ticket:appended:{current.number}")
     ctx.emit(TICKET_UPDATED, ticket_id=current.id, change="customer-replied")
