@@ -36,3 +36,8 @@ def setup_pages(app: web.Application, settings: Settings, database: Database,
     from contact_center.web.campaigns import setup_campaigns
 
     setup_campaigns(app)
+
+    # The self-service bot: knowledge base, flows editor, metrics (bot.py).
+    from contact_center.web.bot import setup_bot_pages
+
+    setup_bot_pages(app)
