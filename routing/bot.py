@@ -94,11 +94,12 @@ class BotRuntime:
     flows_file: Path
     region: str = "CN"
     default_language: str = "zh-CN"
-    knowledge_config: KnowledgeConfig = field(default_factory=KnowledgeConfig.default)
-    _flows_version: Any = None
-    _engine: FlowEngine | None = None
-    _kb_version: Any = None
-    _kb: KnowledgeBase | None = None
+    knowledge_config: KnowledgeConfig = field(default_factory=KnowledgeConfig.default,
+                                              repr=False)
+    _flows_version: Any = field(default=None, repr=False)
+    _engine: FlowEngine | None = field(default=None, repr=False)
+    _kb_version: Any = field(default=None, repr=False)
+    _kb: KnowledgeBase | None = field(default=None, repr=False)
 
     def flow_for(self, channel: str) -> str | None:
         """The flow that answers ``channel``, or None when the bot is off there."""
