@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "config" / "knowledge.toml"
 """Synonyms and threshold shipped with the code."""
@@ -218,6 +218,8 @@ class KnowledgeBase:
         self.config = config or KnowledgeConfig.default()
         self.vocabulary = _Vocabulary(self.config.synonyms)
         self.entries: dict[str, list[_Entry]] = {}
+        # word → the entries that use it, per language: only those are scored
+        self.index: dict[str, dict[str, set[int]]] = {}
         for article in articles:
             entry = _Entry(article)
             for sample in (article.title, *article.questions):
@@ -227,7 +229,19 @@ class KnowledgeBase:
             entry.keywords = frozenset(
                 t for k in article.keywords for t in [" ".join(self.vocabulary.terms(k))] if t
             )
-            self.entries.setdefault(article.language, []).append(entry)
+            entries = self.entries.setdefault(article.language, [])
+            index = self.index.setdefault(article.language, {})
+            for terms, _ in entry.samples:
+                for term in terms:
+                    index.setdefault(term, set()).add(len(entries))
+            for keyword in entry.keywords:
+                for term in keyword.split():
+                    index.setdefault(term, set()).add(len(entries))
+            entries.append(entry)
+        self.latin: dict[str, list[str]] = {
+            language: [t for t in index if t.isascii() and len(t) > 3]
+            for language, index in self.index.items()
+        }
 
     @property
     def threshold(self) -> float:
@@ -251,9 +265,24 @@ class KnowledgeBase:
             return Match(None, 0.0, False)
         query = frozenset(terms)
         joined = " ".join(sorted(terms))
+        index = self.index.get(language, {})
+        entries = self.entries.get(language, [])
+        # typos: each longer Latin word also stands for the known words close to it
+        near = {
+            term: frozenset(m for m, _, _ in process.extract(
+                term, self.latin.get(language, []), scorer=fuzz.ratio,
+                score_cutoff=_FUZZY_WORD, limit=None) if m != term)
+            for term in query if term.isascii() and len(term) > 3
+        }
+        candidates: set[int] = set()
+        for term in query:
+            candidates |= index.get(term, set())
+            for other in near.get(term, ()):
+                candidates |= index.get(other, set())
         best: tuple[float, Article | None] = (0.0, None)
-        for entry in self.entries.get(language, []):
-            score = max((self._score(query, joined, s, j) for s, j in entry.samples),
+        for position in sorted(candidates):
+            entry = entries[position]
+            score = max((self._score(query, joined, s, j, near) for s, j in entry.samples),
                         default=0.0)
             hits = sum(1 for k in entry.keywords if k in joined or k in query)
             score = min(100.0, score + _KEYWORD_BONUS * hits)
@@ -263,14 +292,13 @@ class KnowledgeBase:
         return Match(article, round(score, 1), article is not None and score >= self.threshold)
 
     @staticmethod
-    def _score(query: frozenset[str], joined: str, sample: frozenset[str], sjoined: str) -> float:
+    def _score(query: frozenset[str], joined: str, sample: frozenset[str], sjoined: str,
+               near: Mapping[str, frozenset[str]]) -> float:
         common = 0.0
         for term in query:
             if term in sample:
                 common += 1
-            elif term.isascii() and len(term) > 3 and any(
-                s.isascii() and fuzz.ratio(term, s) >= _FUZZY_WORD for s in sample
-            ):
+            elif not near.get(term, frozenset()).isdisjoint(sample):
                 common += 0.8
         dice = 2 * common / (len(query) + len(sample))
         coverage = common / len(query)
