@@ -443,3 +443,39 @@ async def test_chat_handoff_shows_context_stops_the_bot_and_times_out(
 def test_script_is_consistent() -> None:
     """The expected nodes follow the script (guards against editing one and not the other)."""
     assert len([n for n in EXPECTED_NODES[1:] if re.match(r"^\w+$", n)]) == len(SCRIPT) + 1
+
+
+async def test_email_auto_reply_has_a_numbered_menu_and_a_reply_number_chooses(
+    db: Database,
+) -> None:
+    """Where the bot answers e-mail, its menu is a numbered list; replying "2" picks."""
+    from routing.envelope import InboundMessage, ThreadHints
+
+    engine = RoutingEngine(db, DatabaseBus(db, NO_WAIT), RoutingConfig(
+        region="CN", rules=RuleSet.default(),
+        bot=BotRuntime(channels={"email": "bot"}, flows_file=DEFAULT_FLOWS_PATH)))
+    sender = SenderHandles(email="zhang.wei@example.cn", display_name="张伟")
+
+    def mail(key: str, text: str, reply_to: str | None = None) -> InboundMessage:
+        return InboundMessage(
+            channel=Channel.EMAIL, idempotency_key=key, received_at=OPEN, sender=sender,
+            subject="Re: 咨询" if reply_to else "咨询", text=text,
+            thread=ThreadHints(message_id=f"<{key}@example.cn>", in_reply_to=reply_to))
+
+    await engine.publish(mail("m1", "你好，我想咨询一下"))
+    await route_all(engine)
+    async with db.sessions() as session:
+        from crm_core.models import OutboxMessage
+
+        [first] = (await session.scalars(select(OutboxMessage))).all()
+    text = first.payload["text"]
+    assert "我是智能客服小助手" in text
+    assert "回复数字选择：\n1. 常见问题\n2. 工单进度" in text
+    assert "buttons" not in first.payload["metadata"]
+    await engine.publish(mail("m2", "2", reply_to="<m1@example.cn>"))
+    await route_all(engine)
+    async with db.sessions() as session:
+        rows = (await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+        row = await session.scalar(select(BotSession))
+    assert len(rows) == 2 and "没有查到您名下进行中的工单" in rows[1].payload["text"]
+    assert row is not None and row.path[-2:] == ["ticket_status", "more"]
