@@ -27,14 +27,12 @@ from routing.events import EventBus
 from routing.flows import DEFAULT_FLOWS_PATH
 from routing.outbox import OutboxDispatcher
 from routing.rules import RuleSet
-from tests.e2e.test_webchat_browser import (  # noqa: F401 (fixtures)
-    NO_WAIT,
-    SHOP_PAGE,
-    TIMEOUT_MS,
-    browser,
-    chromium,
-    free_site,
-)
+from tests.e2e import test_webchat_browser as base
+from tests.e2e.test_webchat_browser import NO_WAIT, SHOP_PAGE, TIMEOUT_MS, free_site
+
+chromium = base.chromium
+browser = base.browser
+"""The same Chromium fixtures as the web chat browser test."""
 
 
 @contextlib.asynccontextmanager
