@@ -364,11 +364,14 @@ async def _put_through(service: VoiceService, request: web.Request, values: dict
             record.status = "queued"
             log_event(record, "queued", queue=turn.action.params.get("queue") if turn.action
                       else None)
+    fields = await service.fields(call_sid)
+    context = "; ".join(f"{k}: {v}" for k, v in fields.items())
     if agent is not None:
         await service.screen_pop(agent.id, call_sid, caller)
         await service.publish(call_sid, "agent", caller.number,
-                              f"来电转接 Call put through to {agent.display_name}",
-                              agent_id=agent.id)
+                              f"来电转接 Call put through to {agent.display_name}"
+                              + (f" ({context})" if context else ""),
+                              agent_id=agent.id, bot_fields=fields)
         return document.dial(
             str(agent.phone), action=service.url(request, "dial-done", turn.after),
             timeout=service.voice.dial_timeout_seconds,
