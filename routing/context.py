@@ -64,6 +64,8 @@ class RoutingContext:
     """The bot handed the conversation over to this team's queue."""
     bot_tags: list[str] = field(default_factory=list)
     """Tags for the ticket the bot asked for."""
+    bot_subject: str | None = None
+    """Subject of a ticket the bot opens (what was asked for and the collected fields)."""
 
     def hit(self, text: str) -> None:
         """Record one routing decision."""

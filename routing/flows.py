@@ -1,4 +1,4 @@
-"""Conversational flows from ``config/flows.toml``: IVR menus now, chat bots later.
+"""Conversational flows from ``config/flows.toml``: the IVR and the self-service bot.
 
 A flow is a small graph of nodes. The :class:`FlowEngine` walks it for one caller and
 returns a :class:`Turn` at a time: what to say, then either wait for input (a
@@ -35,6 +35,16 @@ Node kinds
     ``branch``    ``condition`` (see :data:`CONDITIONS`) → ``then`` / ``else``.
     ``action``    ``action`` (see :data:`ACTIONS`) with its own keys; ``say`` is the prompt
                   before it (for ``ticket_status``: the status text itself).
+    ``say``       the same as ``message``.
+    ``ask``       ``say``, ``field`` (see :data:`FIELDS`), ``validate`` (see
+                  :data:`VALIDATORS`), ``goto``, ``invalid``, ``retries``, ``on_exhausted``,
+                  ``max_digits``. Waits for input; a valid answer is ``Turn.collected``.
+    ``answer``    ``say``, ``goto``, ``on_unsure``. Waits for a free-text question and
+                  looks it up in the knowledge base passed to :meth:`FlowEngine.answer`.
+    ``handoff``   ``say``, ``team``, ``timeout_seconds``, ``apology``, ``on_timeout``,
+                  ``hold``: an :class:`Action` of kind ``handoff``; resuming its ``after``
+                  (the node with attempt 1) says the apology and goes to ``on_timeout``.
+    ``end``       ``say``, then an ``end`` action: the conversation is over.
 
 Menus
     Input is DTMF digits or speech/text. Digits must equal an option's ``digit``; speech

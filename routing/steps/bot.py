@@ -197,7 +197,17 @@ async def bot(ctx: RoutingContext) -> None:
     ctx.bot_handled = not (effects.handed_off or effects.open_ticket)
     ctx.bot_team = effects.handoff_team if effects.handed_off else None
     ctx.bot_tags = effects.tags
+    if effects.handed_off or effects.open_ticket:
+        ctx.bot_subject = ticket_subject(row, effects)
     ctx.hit(f"bot:{row.flow}:{row.node}:{row.status}")
+
+
+def ticket_subject(row: BotSession, effects: Effects) -> str:
+    """A ticket subject saying what the bot handed over: why, and the fields it collected."""
+    what = ("机器人转人工 Bot handoff" if effects.handed_off
+            else f"自助服务 Self-service: {', '.join(effects.tags) or row.node}")
+    fields = ", ".join(f"{k} {v}" for k, v in (row.fields or {}).items() if k != "message")
+    return f"{what} · {fields}" if fields else what
 
 
 def _recipient(conversation: Conversation, customer: Customer) -> SenderHandles:

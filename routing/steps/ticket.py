@@ -17,6 +17,8 @@ SUBJECT_FROM_TEXT = 80
 
 def _subject(ctx: RoutingContext) -> str:
     envelope = ctx.envelope
+    if ctx.bot_subject:
+        return ctx.bot_subject[:500]
     if envelope.subject:
         return envelope.subject[:500]
     text = " ".join((envelope.text or "").split())

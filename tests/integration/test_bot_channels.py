@@ -341,6 +341,7 @@ async def test_the_same_flow_reaches_the_same_outcome_on_every_channel(
     # one order-enquiry ticket per channel (the chats' handoff message went to the same one)
     tagged = [t for t in tickets if "order-enquiry" in t.tags]
     assert len(tagged) == 3
+    assert all("20260001" in t.subject for t in tagged), [t.subject for t in tagged]
     assert sorted(u.channel for u in unanswered) == ["phone", "telegram", "webchat"]
     assert {u.normalized for u in unanswered} == {"can your robot sing opera"}
     assert metrics.sessions == 3 and metrics.handed_off == 3
