@@ -160,6 +160,12 @@ async def bot(ctx: RoutingContext) -> None:
     business_hours = ctx.config.rules.calendar.is_open(now)
     if row is None and not ctx.conversation_created:
         return  # a conversation that began without the bot stays with the agents
+    if row is not None and row.status == "bot" and await agent_replied_since(
+        session, conversation.id, row.created_at
+    ):
+        # an agent stepped in before any handoff: the conversation is theirs now
+        row.status = "agent"
+        row.agent_joined_at = now
     if row is not None and row.status in ("handoff", "agent"):
         note(row, "customer", text)
         row.updated_at = now

@@ -41,6 +41,7 @@ from crm_core.models import (
     Channel,
     Conversation,
     Customer,
+    Direction,
     Interaction,
     KnowledgeArticle,
     Ticket,
@@ -408,6 +409,34 @@ async def test_chat_handoff_shows_context_stops_the_bot_and_times_out(
         await expect(ws1, "ack")
         await route_all(engine)
         assert await dispatcher.dispatch_once() == 0  # no bot reply
+        # an agent who answers a chat still with the bot takes it over as well
+        ws3 = await chat(str(uuid.uuid4()), "hi")
+        async with db.transaction() as session:
+            conversation = await session.scalar(select(Conversation).order_by(
+                Conversation.id.desc()).limit(1))
+            customer = await session.get(Customer, conversation.customer_id)
+            await enqueue_reply(session, conversation=conversation, customer=customer,
+                                channel=Channel.WEBCHAT,
+                                to=SenderHandles(visitor_id=conversation.thread_key),
+                                text="Hello, Wang Fang here", agent_id=agent_id)
+        await dispatcher.dispatch_once()
+        await expect(ws3, "message")
+        await ws3.send_str(json.dumps({"type": "message", "text": "1",
+                                       "client_message_id": uuid.uuid4().hex}))
+        await expect(ws3, "ack")
+        await route_all(engine)
+        async with db.sessions() as session:
+            taken = await session.scalar(select(BotSession).where(
+                BotSession.conversation_id == conversation.id))
+            said = [i.meta.get("bot") for i in (await session.scalars(
+                select(Interaction).where(Interaction.conversation_id == conversation.id,
+                                          Interaction.direction == Direction.OUTBOUND)
+                .order_by(Interaction.id))).all()]
+        assert taken is not None and taken.status == "agent"
+        # the bot's menu, the agent; after that the bot said nothing (the usual automatic
+        # acknowledgement of the routing rules may follow, as in any agent conversation)
+        assert said[:2] == [True, None] and not any(said[2:])
+        await ws3.close()
         # much later: the unanswered handoff goes back to the bot
         later = datetime.now(UTC) + timedelta(minutes=10)
         assert await expire_handoffs(db, engine.config.bot, later) == 1
