@@ -372,7 +372,7 @@ async def conversation_page(request: web.Request) -> web.StreamResponse:
         teams = list(await session.scalars(select(Team).order_by(Team.name)))
         history = await audit.history(session, "ticket", ticket.id, limit=8) if ticket else []
         snoozed_until = await active_snooze(session, conversation.id)
-        bot_session = await bot_session_for(session, conversation.id)
+        bot_session = await bot_session_for(session, conversation)
         card = await card_values(session, agent, ctx.team_ids, customer.id, settings,
                                  conversation_id=conversation.id, language=ctx.language)
     log.info("console.conversation_opened", agent_id=agent.id, conversation_id=conversation.id)

@@ -17,7 +17,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.errors import NotFoundError, ValidationError
-from crm_core.models import BotSession, KnowledgeArticle, UnansweredQuestion, utcnow
+from crm_core.models import (
+    BotSession,
+    Channel,
+    Conversation,
+    KnowledgeArticle,
+    UnansweredQuestion,
+    utcnow,
+)
 from crm_core.services import audit
 
 ENTITY = "kb_article"
@@ -193,8 +200,17 @@ async def bot_metrics(
     )
 
 
-async def bot_session_for(session: AsyncSession, conversation_id: int) -> BotSession | None:
-    """The newest bot session of a conversation (for the agent's view), or None."""
-    return await session.scalar(
-        select(BotSession).where(BotSession.conversation_id == conversation_id)
+async def bot_session_for(session: AsyncSession, conversation: Conversation,
+                          ) -> BotSession | None:
+    """The newest bot session of a conversation (for the agent's view), or None.
+
+    A call's session is found by its call id, the phone conversation's thread key.
+    """
+    row = await session.scalar(
+        select(BotSession).where(BotSession.conversation_id == conversation.id)
         .order_by(BotSession.id.desc()).limit(1))
+    if row is None and conversation.channel == Channel.PHONE and conversation.thread_key:
+        row = await session.scalar(select(BotSession).where(
+            BotSession.channel == Channel.PHONE.value,
+            BotSession.session_key == conversation.thread_key))
+    return row

@@ -48,7 +48,7 @@ from crm_core.models import (
     UnansweredQuestion,
 )
 from crm_core.services.agents import create_agent
-from crm_core.services.knowledge import bot_metrics
+from crm_core.services.knowledge import bot_metrics, bot_session_for
 from routing.adapters import ChannelRegistry
 from routing.blobs import FileBlobStore
 from routing.bot import BotRuntime
@@ -346,6 +346,13 @@ async def test_the_same_flow_reaches_the_same_outcome_on_every_channel(
     assert sorted(u.channel for u in unanswered) == ["phone", "telegram", "webchat"]
     assert {u.normalized for u in unanswered} == {"can your robot sing opera"}
     assert metrics.sessions == 3 and metrics.handed_off == 3
+    # the agent's view of the call finds the call's bot session (transcript and fields)
+    async with db.sessions() as session:
+        call = await session.scalar(select(Conversation).where(
+            Conversation.channel == Channel.PHONE))
+        assert call is not None
+        found = await bot_session_for(session, call)
+    assert found is not None and found.fields["order_number"] == "20260001"
     assert metrics.unanswered == [("can your robot sing opera", 3)]
 
 
