@@ -243,7 +243,13 @@ def _state_or_400(service: VoiceService, request: web.Request, name: str = "stat
 
 async def _record_turn(service: VoiceService, call_sid: str, turn: Turn, event: str,
                        **detail: Any) -> None:
-    """The call record's menu path, and the call's bot session (transcript, fields)."""
+    """The call record's menu path, and the call's bot session (transcript, fields).
+
+    A ``survey`` action's rating goes through the bus (like every part of a call), so
+    the routing step ``care-replies`` records it on the caller's record — which, for a
+    first-time caller, only routing creates.
+    """
+    survey: dict[str, Any] | None = None
     async with service.database.transaction() as session:
         record = await call_record(session, PROVIDER, call_sid)
         record.path = [*record.path, *turn.path]
@@ -277,11 +283,18 @@ async def _record_turn(service: VoiceService, call_sid: str, turn: Turn, event: 
             row.outcome = "callback" if action.kind == "callback" else "ticket"
         elif action is not None and action.kind in ("subscribe", "unsubscribe", "survey"):
             row.outcome = "survey" if action.kind == "survey" else f"{action.kind}d"
+            answer = (row.fields or {}).get(str(action.params.get("field") or "rating"))
+            if action.kind == "survey" and answer:
+                survey = {"answer": str(answer), "scale": action.params.get("scale", "csat"),
+                          "ref": f"call:{call_sid}", "number": record.from_number}
             if action.kind != "survey" and record.customer_id is not None:
                 customer = await session.get(Customer, record.customer_id)
                 if customer is not None:
                     customer.marketing_opt_in = {**(customer.marketing_opt_in or {}),
                                                  "phone": action.kind == "subscribe"}
+    if survey is not None:
+        await service.publish(call_sid, "survey", survey.pop("number"),
+                              f"满意度评分 Rating: {survey['answer']}", survey_answer=survey)
 
 
 def _speak(service: VoiceService, says: tuple[Say, ...]) -> tuple[Say, ...]:

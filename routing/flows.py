@@ -167,7 +167,7 @@ _ACTION_KEYS: dict[str, tuple[str, ...]] = {
     "create_ticket": ("goto", "tags"),
     "subscribe": ("goto",),
     "unsubscribe": ("goto",),
-    "survey": ("goto", "field"),
+    "survey": ("goto", "field", "scale"),
 }
 _OPTION_KEYS = ("digit", "keywords", "goto", "label")
 _LANGUAGE_OPTION_KEYS = ("digit", "keywords", "goto", "label", "language")
@@ -1503,6 +1503,8 @@ class _Parser:
         if action == "survey":
             params["field"] = self.choice(table.get("field", "rating"), FIELDS,
                                           f"{where}.field", "field")
+            params["scale"] = self.choice(table.get("scale", "csat"), ("csat", "nps"),
+                                          f"{where}.scale", "scale")
         prompt = self.prompt(table, where, required=action == "ticket_status")
         no_ticket = None
         if action == "ticket_status":

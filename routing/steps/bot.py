@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.db import Database
 from crm_core.models import BotSession, Channel, Conversation, Customer, utcnow
+from crm_core.services.feedback import record_flow_rating
 from routing.bot import (
     BotRuntime,
     agent_replied_since,
@@ -111,6 +112,7 @@ async def run_turns(
             row.outcome = f"{kind}d"
         elif kind == "survey":
             row.outcome = "survey"
+            await _record_rating(session, row, action.params, customer, now)
         elif kind == "ticket_status":
             row.outcome = row.outcome or "ticket_status"
         if turn.after is None:
@@ -119,6 +121,21 @@ async def run_turns(
         facts = replace(facts, fields=dict(row.fields or {}))
         turn = engine.resume(turn.after, facts)
     raise FlowError(engine.flows.source, row.flow, "too many actions in a row")
+
+
+async def _record_rating(session: AsyncSession, row: BotSession, params: dict[str, object],
+                         customer: Customer | None, now: datetime) -> None:
+    """A ``survey`` action: the rating the flow collected becomes the customer's CSAT
+    (answering their open survey when there is one)."""
+    answer = (row.fields or {}).get(str(params.get("field") or "rating"))
+    if customer is None or answer is None:
+        return
+    kind = "nps" if params.get("scale") == "nps" else "csat"
+    recorded = await record_flow_rating(
+        session, customer_id=customer.id, answer=str(answer), channel=Channel(row.channel),
+        source_ref=f"bot:{row.session_key}", now=now, kind=kind)
+    log.info("bot.survey_rating", customer_id=customer.id, channel=row.channel,
+             recorded=recorded is not None)
 
 
 async def send(

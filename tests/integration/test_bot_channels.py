@@ -41,7 +41,9 @@ from crm_core.models import (
     Channel,
     Conversation,
     Customer,
+    CustomerIdentity,
     Direction,
+    FeedbackResponse,
     Interaction,
     KnowledgeArticle,
     Ticket,
@@ -130,7 +132,8 @@ def after_language(path: list[str]) -> list[str]:
 Send = Callable[[str], Awaitable[str]]
 
 
-async def voice_conversation(db: Database, engine: RoutingEngine, tmp_path: Path) -> list[str]:
+async def voice_conversation(db: Database, engine: RoutingEngine, tmp_path: Path,
+                             script: list[str] = SCRIPT) -> list[str]:
     settings = Settings(data_dir=tmp_path, http={"public_base_url": BASE},
                         voice={"auth_token": VOICE_TOKEN, "flow": "bot"})
     app = create_app(settings, db, engine=engine)
@@ -176,9 +179,10 @@ async def voice_conversation(db: Database, engine: RoutingEngine, tmp_path: Path
         assert "For English, press 2" in heard[-1]
         await send("2")
         assert "service assistant" in heard[-1]
-        for line in SCRIPT:
+        for line in script:
             await send(line)
-        assert twiml["last"].find(".//Enqueue") is not None  # waiting for an agent
+        if script is SCRIPT:
+            assert twiml["last"].find(".//Enqueue") is not None  # waiting for an agent
     finally:
         await client.close()
     await route_all(engine)  # the call's history and its ticket through the bus
@@ -186,7 +190,7 @@ async def voice_conversation(db: Database, engine: RoutingEngine, tmp_path: Path
 
 
 async def telegram_conversation(db: Database, engine: RoutingEngine, tmp_path: Path,
-                                ) -> list[dict[str, Any]]:
+                                script: list[str] = SCRIPT) -> list[dict[str, Any]]:
     api = FakeTelegramApi()
     await api.start()
     bot = Bot(TOKEN, base_url=api.base_url, base_file_url=api.file_url)
@@ -229,7 +233,7 @@ async def telegram_conversation(db: Database, engine: RoutingEngine, tmp_path: P
         labels = [b["text"] for row in loads(menu["reply_markup"])["inline_keyboard"]
                   for b in row]
         assert labels[:3] == ["Ask a question", "Ticket status", "Order enquiry"]
-        for line in SCRIPT:
+        for line in script:
             await send(line)
         return sent
     finally:
@@ -237,7 +241,8 @@ async def telegram_conversation(db: Database, engine: RoutingEngine, tmp_path: P
         await api.stop()
 
 
-async def webchat_conversation(db: Database, engine: RoutingEngine) -> list[dict[str, Any]]:
+async def webchat_conversation(db: Database, engine: RoutingEngine,
+                               script: list[str] = SCRIPT) -> list[dict[str, Any]]:
     settings = Settings(webchat=WebchatSettings(allowed_origins=[ORIGIN],
                                                 presence_cache_seconds=0, rate_burst=100))
     app = create_app(settings, db, engine=engine)
@@ -272,7 +277,7 @@ async def webchat_conversation(db: Database, engine: RoutingEngine) -> list[dict
         assert "service assistant" in first["text"]
         assert [b["text"] for row in first["buttons"] for b in row][:2] == [
             "Ask a question", "Ticket status"]
-        for line in SCRIPT:
+        for line in script:
             await send(line)
         await ws.close()
         return frames
@@ -354,6 +359,46 @@ async def test_the_same_flow_reaches_the_same_outcome_on_every_channel(
         found = await bot_session_for(session, call)
     assert found is not None and found.fields["order_number"] == "20260001"
     assert metrics.unanswered == [("can your robot sing opera", 3)]
+
+
+SURVEY_SCRIPT = [
+    "1",                               # a question
+    "how long does a refund take",     # answered from the knowledge base
+    "3",                               # "No, thanks" → the one-question survey
+    "9",                               # not on the 1–5 scale: asked again
+    "4",                               # the rating
+]
+
+
+async def test_the_bot_survey_records_the_rating_as_csat_on_every_channel(
+    db: Database, engine: RoutingEngine, tmp_path: Path,
+) -> None:
+    """The flow's survey action: the rating collected by its ask node becomes the
+    customer's CSAT answer, whichever channel the customer used."""
+    await seed_knowledge(db)
+    heard = await voice_conversation(db, engine, tmp_path, SURVEY_SCRIPT)
+    telegram = await telegram_conversation(db, engine, tmp_path, SURVEY_SCRIPT)
+    webchat = await webchat_conversation(db, engine, SURVEY_SCRIPT)
+    for lines in (heard[-2:], [m["text"] for m in telegram[-2:]],
+                  [f["text"] for f in webchat[-2:]]):
+        assert "number from 1 to 5" in lines[0]
+        assert "Thank you for your feedback" in lines[1]
+
+    async with db.sessions() as session:
+        answers = (await session.scalars(select(FeedbackResponse))).all()
+        sessions = (await session.scalars(select(BotSession))).all()
+        owners = {row.channel: row.customer_id for row in sessions}
+        caller = await session.scalar(select(CustomerIdentity.customer_id).where(
+            CustomerIdentity.value == "+8613900002222"))
+    assert sorted((a.channel.value, a.kind, a.score) for a in answers) == [
+        ("phone", "csat", 4), ("telegram", "csat", 4), ("webchat", "csat", 4)]
+    # a first-time caller's record is made by routing the call: the rating lands there
+    owners["phone"] = owners["phone"] or caller
+    for answer in answers:
+        assert answer.customer_id is not None
+        assert answer.customer_id == owners[answer.channel.value]
+    assert {row.outcome for row in sessions} == {"survey"} or all(
+        "survey" in row.path for row in sessions)
 
 
 async def test_chat_handoff_shows_context_stops_the_bot_and_times_out(
