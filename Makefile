@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8080
+# The self-service bot answers these channels under `make run` (flows: config/flows.toml).
+BOT_CHANNELS ?= {"telegram": "bot", "webchat": "bot"}
 
 .PHONY: install run test bench lint clean vendor
 
@@ -25,7 +27,7 @@ run: install
 	@echo "  Contact center: http://$(HOST):$(PORT)/   (health: /healthz, /readyz)"
 	@echo "  Demo login:     admin / admin-demo-2026   (agents: <login> / agent-demo-2026)"
 	@echo ""
-	$(BIN)/contact-center serve --host $(HOST) --port $(PORT)
+	CC_BOT__CHANNELS='$(BOT_CHANNELS)' $(BIN)/contact-center serve --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest -q

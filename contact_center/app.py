@@ -155,7 +155,7 @@ async def serve_forever(settings: Settings) -> None:
         telegram_poller,
     )
     from contact_center.wiring import build_dispatcher
-    from contact_center.worker import dispatch_loop, run_routing
+    from contact_center.worker import dispatch_loop, handoff_loop, run_routing
 
     app = create_app(settings)
     runner = web.AppRunner(app)
@@ -175,6 +175,8 @@ async def serve_forever(settings: Settings) -> None:
 
             registry.register(webchat_adapter(app))
         background.append(asyncio.create_task(run_routing(engine, stop)))
+        background.append(asyncio.create_task(
+            handoff_loop(engine, stop, settings.bot.handoff_check_seconds)))
         background.append(asyncio.create_task(
             dispatch_loop(build_dispatcher(settings, database, registry, events=engine.events),
                           stop)

@@ -34,6 +34,7 @@ from crm_core.models import (
     Agent,
     AgentRole,
     Availability,
+    BotSession,
     Channel,
     Conversation,
     ConversationStatus,
@@ -43,6 +44,7 @@ from crm_core.models import (
     Direction,
     Interaction,
     InteractionKind,
+    KnowledgeArticle,
     LifecycleStage,
     LifecycleTransition,
     Organization,
@@ -51,6 +53,7 @@ from crm_core.models import (
     TicketCategory,
     TicketPriority,
     TicketStatus,
+    UnansweredQuestion,
     ticket_number,
     utcnow,
 )
@@ -1390,6 +1393,9 @@ class DemoSummary:
     tickets: int = 0
     orders: int = 0
     opportunities: int = 0
+    kb_articles: int = 0
+    """Knowledge-base articles of the self-service bot (zh-CN and en)."""
+    bot_sessions: int = 0
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -1407,6 +1413,9 @@ class DemoSummary:
             f"{self.interactions} interactions, {self.tickets} tickets",
             f"  {self.orders} orders, {self.opportunities} sales opportunities",
         ]
+        if self.kb_articles:
+            lines.append(f"  {self.kb_articles} knowledge-base articles, {self.bot_sessions} "
+                         "bot sessions for the metrics page")
         if self.skipped_customers:
             lines.append(
                 f"  {self.skipped_customers} demo customers skipped: their e-mail or phone "
@@ -1482,6 +1491,7 @@ async def write_dataset(
         sold = await write_sales_demo(session, list(customers.values()), list(agents.values()),
                                       tickets, now=now or utcnow(), seed=dataset.seed)
         summary.orders, summary.opportunities = sold.orders, sold.opportunities
+    await _write_bot(session, summary, now=utcnow())
     del classes
     audit.record(
         session,
@@ -1491,6 +1501,50 @@ async def write_dataset(
         entity_id=dataset.seed,
         after={k: v for k, v in asdict(summary).items() if k not in {"loaded", "seconds"}},
     )
+
+
+async def _write_bot(session: AsyncSession, summary: DemoSummary, *, now: datetime) -> None:
+    """The bot's knowledge base (once) and a few finished bot sessions for the metrics."""
+    from contact_center.demo_knowledge import ARTICLES
+
+    if await session.scalar(select(func.count(KnowledgeArticle.id))):
+        return
+    for item in ARTICLES:
+        session.add(KnowledgeArticle(
+            language=item["language"], title=item["title"], questions=item["questions"],
+            keywords=item["keywords"], answer=item["answer"], enabled=True,
+            created_at=now, updated_at=now))
+        summary.kb_articles += 1
+    samples: list[tuple[str, str, str, str | None, list[str], dict[str, str]]] = [
+        ("webchat", "ended", "goodbye", "answered",
+         ["menu", "question", "more", "survey_rating", "survey", "goodbye"], {"rating": "5"}),
+        ("telegram", "ended", "goodbye", "ticket",
+         ["menu", "order_number", "order_email", "order_ticket", "more", "goodbye"],
+         {"order_number": "20260315", "email": "chen.jing@example.cn"}),
+        ("webchat", "ended", "goodbye", "answered", ["menu", "question", "more", "goodbye"],
+         {}),
+        ("phone", "handoff", "handoff", "handoff", ["language", "menu", "question", "unsure",
+                                                   "handoff"], {}),
+        ("telegram", "bot", "order_email", None, ["menu", "order_number", "order_email"],
+         {"order_number": "20260301"}),
+        ("webchat", "bot", "question", None, ["menu", "question"], {}),
+    ]
+    for i, (channel, status, node, outcome, path, fields) in enumerate(samples):
+        at = now - timedelta(hours=6 + i * 5)
+        session.add(BotSession(
+            channel=channel, session_key=f"demo:{i}", flow="bot", node=node,
+            language="zh-CN" if i % 2 == 0 else "en", status=status, outcome=outcome,
+            fields=fields, path=path, transcript=[], created_at=at, updated_at=at,
+            handoff_at=at if status == "handoff" else None,
+            handoff_team="一线客服 Front line" if status == "handoff" else None))
+        summary.bot_sessions += 1
+    for question, language, times in (("你们卖二手吗", "zh-CN", 3),
+                                      ("is there a student discount", "en", 2),
+                                      ("可以开发票到公司邮箱吗？抬头是外企", "zh-CN", 1)):
+        for _ in range(times):
+            session.add(UnansweredQuestion(channel="webchat", language=language,
+                                           question=question, normalized=question,
+                                           score=20.0, created_at=now - timedelta(hours=3)))
 
 
 async def _write_classes(

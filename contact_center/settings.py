@@ -387,6 +387,42 @@ class VoiceSettings(BaseModel):
         return _secret(self.cti_token, self.cti_token_env, "voice cti_token")
 
 
+class BotSettings(BaseModel):
+    """``[bot]``: the self-service bot of the chat channels (flows + knowledge base)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: dict[str, str] = Field(default_factory=dict)
+    """Which flow answers each channel, e.g. ``{ telegram = "bot", webchat = "bot" }``
+    (``email`` too: menus become numbered lists). Empty: the bot is off."""
+    flows_file: Path = PROJECT_ROOT / "config" / "flows.toml"
+    """The flows used until an administrator saves flows in the console."""
+    knowledge_file: Path = PROJECT_ROOT / "config" / "knowledge.toml"
+    """Synonyms and the confidence threshold of knowledge-base answers."""
+    handoff_check_seconds: float = Field(default=15.0, gt=0, le=3600)
+    """How often handoffs nobody answered are looked for."""
+
+    @model_validator(mode="after")
+    def _check(self) -> BotSettings:
+        from routing.flows import FlowError, load_flows
+        from routing.knowledge import KnowledgeError, load_config
+
+        unknown = set(self.channels) - {"telegram", "webchat", "email"}
+        if unknown:
+            raise ValueError(f"bot channels: {sorted(unknown)[0]!r} is not one of telegram, "
+                             "webchat, email")
+        try:
+            flows = load_flows(self.flows_file)
+            load_config(self.knowledge_file)
+        except (FlowError, KnowledgeError) as exc:
+            raise ValueError(str(exc)) from None
+        for channel, flow in self.channels.items():
+            if flow not in flows.flows:
+                raise ValueError(f"bot channels.{channel}: no flow {flow!r} in "
+                                 f"{self.flows_file}; known: {', '.join(flows.flows)}")
+        return self
+
+
 class CampaignSettings(BaseModel):
     """``[campaigns]``: care campaigns and the scheduler that runs them."""
 
@@ -455,6 +491,7 @@ class Settings(BaseSettings):
     voice: VoiceSettings | None = None
     campaigns: CampaignSettings = Field(default_factory=lambda: CampaignSettings())
     analytics: AnalyticsSettings = AnalyticsSettings()
+    bot: BotSettings = Field(default_factory=lambda: BotSettings())
 
     @field_validator("database_url")
     @classmethod

@@ -15,6 +15,7 @@ the customer's card on that agent's console.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -28,9 +29,19 @@ from channels.voice.signature import is_valid_signature
 from channels.voice.twiml import TwiML
 from contact_center.settings import Settings, VoiceSettings
 from crm_core.db import Database
-from crm_core.models import Agent, Availability, Channel, Team, agent_teams, utcnow
+from crm_core.models import (
+    Agent,
+    Availability,
+    BotSession,
+    Channel,
+    Customer,
+    Team,
+    agent_teams,
+    utcnow,
+)
 from crm_core.services.calls import Caller, call_record, find_caller, finish, log_event
 from routing.assignment import choose_assignee
+from routing.bot import BotRuntime, apply_turn, note, record_knowledge
 from routing.engine import RoutingEngine
 from routing.envelope import InboundMessage, SenderHandles, ThreadHints
 from routing.events import Event
@@ -62,7 +73,14 @@ class VoiceService:
         self.database = database
         self.engine = engine
         self.flows: FlowSet = load_flows(self.voice.flows_file)
-        self.flow_engine = FlowEngine(self.flows, settings.locale.default_language)
+        self.flow_engine = FlowEngine(self.flows, settings.locale.default_language,
+                                      region=settings.locale.default_region)
+        self.runtime = BotRuntime(
+            channels={}, flows_file=self.voice.flows_file,
+            region=settings.locale.default_region,
+            default_language=settings.locale.default_language,
+        )
+        """Console-edited flows and the knowledge base (shared with the chat bot)."""
         self.key = settings.secret_key.get_secret_value().encode()
         self.region = settings.locale.default_region
         self.now = utcnow
@@ -92,6 +110,25 @@ class VoiceService:
         """The flow state in the query; ``FlowError`` when it was tampered with."""
         token = request.query.get(name)
         return FlowState.from_token(token, self.key) if token else None
+
+    async def current_engine(self) -> FlowEngine:
+        """The engine over the flows saved in the console, else the flows file."""
+        async with self.database.sessions() as session:
+            engine = await self.runtime.engine(session)
+        self.flows = engine.flows
+        return engine
+
+    async def knowledge(self) -> Any:
+        """The knowledge base for ``answer`` nodes."""
+        async with self.database.sessions() as session:
+            return await self.runtime.knowledge(session)
+
+    async def fields(self, call_sid: str) -> dict[str, str]:
+        """What the caller's ``ask`` answers collected so far."""
+        async with self.database.sessions() as session:
+            row = await session.scalar(select(BotSession.fields).where(
+                BotSession.channel == Channel.PHONE.value, BotSession.session_key == call_sid))
+        return dict(row or {})
 
     # -- facts --------------------------------------------------------------------------
 
@@ -206,11 +243,58 @@ def _state_or_400(service: VoiceService, request: web.Request, name: str = "stat
 
 async def _record_turn(service: VoiceService, call_sid: str, turn: Turn, event: str,
                        **detail: Any) -> None:
+    """The call record's menu path, and the call's bot session (transcript, fields).
+
+    A ``survey`` action's rating goes through the bus (like every part of a call), so
+    the routing step ``care-replies`` records it on the caller's record — which, for a
+    first-time caller, only routing creates.
+    """
+    survey: dict[str, Any] | None = None
     async with service.database.transaction() as session:
         record = await call_record(session, PROVIDER, call_sid)
         record.path = [*record.path, *turn.path]
         record.language = turn.state.language
         log_event(record, event, node=turn.state.node, **detail)
+        row = await session.scalar(select(BotSession).where(
+            BotSession.channel == Channel.PHONE.value, BotSession.session_key == call_sid))
+        if row is None:
+            row = BotSession(channel=Channel.PHONE.value, session_key=call_sid,
+                             customer_id=record.customer_id, flow=turn.state.flow,
+                             node=turn.state.node, language=turn.state.language, status="bot",
+                             fields={}, path=[], transcript=[])
+            session.add(row)
+            await session.flush()
+        heard = detail.get("speech") or detail.get("digits")
+        if heard:
+            note(row, "customer", str(heard))
+        apply_turn(row, turn)
+        await record_knowledge(session, row, turn)
+        action = turn.action
+        if action is not None and action.kind in ("end", "hangup") and row.status == "bot":
+            row.status = "ended"
+            row.outcome = row.outcome or "ended"
+        elif action is not None and action.kind in ("agent", "handoff"):
+            row.status = "handoff"
+            row.outcome = "handoff"
+            row.handoff_at = utcnow()
+            row.handoff_team = str(action.params.get("team") or action.params.get("queue")
+                                   or "") or None
+        elif action is not None and action.kind in ("create_ticket", "callback", "voicemail"):
+            row.outcome = "callback" if action.kind == "callback" else "ticket"
+        elif action is not None and action.kind in ("subscribe", "unsubscribe", "survey"):
+            row.outcome = "survey" if action.kind == "survey" else f"{action.kind}d"
+            answer = (row.fields or {}).get(str(action.params.get("field") or "rating"))
+            if action.kind == "survey" and answer:
+                survey = {"answer": str(answer), "scale": action.params.get("scale", "csat"),
+                          "ref": f"call:{call_sid}", "number": record.from_number}
+            if action.kind != "survey" and record.customer_id is not None:
+                customer = await session.get(Customer, record.customer_id)
+                if customer is not None:
+                    customer.marketing_opt_in = {**(customer.marketing_opt_in or {}),
+                                                 "phone": action.kind == "subscribe"}
+    if survey is not None:
+        await service.publish(call_sid, "survey", survey.pop("number"),
+                              f"满意度评分 Rating: {survey['answer']}", survey_answer=survey)
 
 
 def _speak(service: VoiceService, says: tuple[Say, ...]) -> tuple[Say, ...]:
@@ -225,9 +309,7 @@ async def _render(service: VoiceService, request: web.Request, values: dict[str,
     says = _speak(service, turn.says)
     if turn.gather is not None:
         gather = turn.gather
-        spec = type(gather)(digits=gather.digits, timeout_seconds=gather.timeout_seconds,
-                            speech=gather.speech, language=service.say_language(gather.language),
-                            hints=gather.hints)
+        spec = dataclasses.replace(gather, language=service.say_language(gather.language))
         document.gather(spec, service.url(request, "gather", turn.state), says)
         document.redirect(service.url(request, "gather", turn.state, timeout="1"))
         return document
@@ -260,8 +342,16 @@ async def _render(service: VoiceService, request: web.Request, values: dict[str,
             record = await call_record(session, PROVIDER, call_sid)
             record.outcome = "callback"
             log_event(record, "callback_requested")
-    elif action.kind == "agent":
+    elif action.kind in ("agent", "handoff"):
         return await _put_through(service, request, values, turn, document)
+    elif action.kind == "create_ticket":
+        fields = await service.fields(call_sid)
+        details = "; ".join(f"{k}: {v}" for k, v in fields.items())
+        await service.publish(call_sid, f"ticket-{turn.state.node}", values.get("From"),
+                              f"自助服务工单 Self-service request ({details or 'no details'})",
+                              ticket_tags=list(action.params.get("tags", [])), bot_fields=fields)
+    elif action.kind == "end":
+        return document.hangup()
     if after is not None:
         return document.redirect(service.url(request, "resume", after))
     return document.hangup()
@@ -287,11 +377,14 @@ async def _put_through(service: VoiceService, request: web.Request, values: dict
             record.status = "queued"
             log_event(record, "queued", queue=turn.action.params.get("queue") if turn.action
                       else None)
+    fields = await service.fields(call_sid)
+    context = "; ".join(f"{k}: {v}" for k, v in fields.items())
     if agent is not None:
         await service.screen_pop(agent.id, call_sid, caller)
         await service.publish(call_sid, "agent", caller.number,
-                              f"来电转接 Call put through to {agent.display_name}",
-                              agent_id=agent.id)
+                              f"来电转接 Call put through to {agent.display_name}"
+                              + (f" ({context})" if context else ""),
+                              agent_id=agent.id, bot_fields=fields)
         return document.dial(
             str(agent.phone), action=service.url(request, "dial-done", turn.after),
             timeout=service.voice.dial_timeout_seconds,
@@ -323,7 +416,7 @@ async def incoming(request: web.Request) -> web.Response:
                           f"来电 Incoming call from {caller.number or 'a withheld number'}",
                           log_only=True)
     facts = await service.facts(caller)
-    turn = service.flow_engine.start(service.voice.flow, facts)
+    turn = (await service.current_engine()).start(service.voice.flow, facts)
     await _record_turn(service, call_sid, turn, "menu")
     log.info("voice.incoming", channel="phone", call_sid=call_sid,
              customer_id=caller.customer_id)
@@ -337,11 +430,18 @@ async def gather(request: web.Request) -> web.Response:
     if state is None:
         return _error(400, "state is required")
     caller = await service.caller(values.get("From"))
-    facts = await service.facts(caller, state.language)
+    facts = dataclasses.replace(await service.facts(caller, state.language),
+                                fields=await service.fields(values["CallSid"]))
     timed_out = request.query.get("timeout") == "1"
     digits = None if timed_out else (values.get("Digits") or None)
     speech = None if timed_out else (values.get("SpeechResult") or None)
-    turn = service.flow_engine.answer(state, facts, digits=digits, speech=speech)
+    engine = await service.current_engine()
+    try:
+        turn = engine.answer(state, facts, digits=digits, speech=speech,
+                             knowledge=await service.knowledge())
+    except FlowError as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"bad flow state: {exc.message}"}),
+                                 content_type="application/json") from None
     await _record_turn(service, values["CallSid"], turn, "input", digits=digits,
                        speech=speech, timeout=timed_out or None)
     return _twiml(await _render(service, request, values, turn))
@@ -354,7 +454,13 @@ async def resume(request: web.Request) -> web.Response:
     if state is None:
         return _twiml(TwiML().hangup())
     caller = await service.caller(values.get("From"))
-    turn = service.flow_engine.resume(state, await service.facts(caller, state.language))
+    facts = dataclasses.replace(await service.facts(caller, state.language),
+                                fields=await service.fields(values["CallSid"]))
+    try:
+        turn = (await service.current_engine()).resume(state, facts)
+    except FlowError as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"bad flow state: {exc.message}"}),
+                                 content_type="application/json") from None
     await _record_turn(service, values["CallSid"], turn, "menu")
     return _twiml(await _render(service, request, values, turn))
 
@@ -423,13 +529,16 @@ async def queue_wait(request: web.Request) -> web.Response:
     waited = int(values["QueueTime"]) if values.get("QueueTime", "").isdigit() else 0
     position = int(values["QueuePosition"]) if values.get("QueuePosition", "").isdigit() \
         else None
-    node = service.flows.get(state.flow).nodes.get(state.node)
-    max_wait = int((node.params if node is not None else {}).get("max_wait_seconds") or 120)
+    engine = await service.current_engine()
+    node = engine.flows.flows[state.flow].nodes.get(state.node) \
+        if state.flow in engine.flows.flows else None
+    params = node.params if node is not None else {}
+    max_wait = int(params.get("max_wait_seconds") or params.get("timeout_seconds") or 120)
     if waited >= max_wait:
         return _twiml(TwiML().leave())
     caller = await service.caller(values.get("From"))
     facts = await service.facts(caller, state.language, queue_position=position)
-    document = TwiML().say(_speak(service, service.flow_engine.hold(state, facts)))
+    document = TwiML().say(_speak(service, engine.hold(state, facts)))
     if service.voice.hold_music_url:
         document.play(service.voice.hold_music_url)
     else:

@@ -91,6 +91,8 @@ class WebchatService:
         self.limiter = RateLimiter(settings.rate_burst, settings.rate_per_second)
         self._presence: tuple[float, bool] | None = None
         self._widget: str | None = None
+        self.bot_on = False
+        """The self-service bot answers web chats: someone is always "online"."""
 
     @property
     def max_frame_bytes(self) -> int:
@@ -99,7 +101,9 @@ class WebchatService:
         return max(64 * 1024, self.settings.max_message_chars * 12 + 16 * 1024)
 
     async def agents_online(self) -> bool:
-        """Whether an agent is online, reused for ``presence_cache_seconds``."""
+        """Whether an agent (or the bot) is online, reused for ``presence_cache_seconds``."""
+        if self.bot_on:
+            return True
         now = time.monotonic()
         ttl = self.settings.presence_cache_seconds
         if self._presence is not None and now - self._presence[0] < ttl:
@@ -391,6 +395,8 @@ def install_webchat(
     redis = redis_client(settings)
     hub = setup_webchat(app, settings, database, engine.publish, redis=redis,
                         events=engine.events)
+    bot = engine.config.bot
+    app[WEBCHAT_KEY].bot_on = bool(bot is not None and bot.flow_for("webchat"))
     if redis is not None:
         async def close_redis(_app: web.Application) -> None:
             with contextlib.suppress(Exception):

@@ -8,10 +8,12 @@ from typing import Any
 from contact_center.settings import Settings
 from crm_core.db import Database
 from routing.adapters import ChannelRegistry
+from routing.bot import BotRuntime
 from routing.bus import DatabaseBus, RetryPolicy
 from routing.context import RoutingConfig
 from routing.engine import RoutingEngine
 from routing.events import EventBus, EventSink, RedisEventForwarder
+from routing.knowledge import load_config as load_knowledge_config
 from routing.outbox import OutboxDispatcher
 from routing.rules import load_rules
 
@@ -26,10 +28,24 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
+def bot_runtime(settings: Settings) -> BotRuntime | None:
+    """The self-service bot when ``[bot] channels`` names any, else None."""
+    if not settings.bot.channels:
+        return None
+    return BotRuntime(
+        channels=dict(settings.bot.channels),
+        flows_file=settings.bot.flows_file,
+        region=settings.locale.default_region,
+        default_language=settings.locale.default_language,
+        knowledge_config=load_knowledge_config(settings.bot.knowledge_file),
+    )
+
+
 def routing_config(settings: Settings) -> RoutingConfig:
-    """The pipeline's configuration, with the rules file loaded."""
+    """The pipeline's configuration, with the rules file loaded (and the bot, if on)."""
     routing = settings.routing
     return RoutingConfig(
+        bot=bot_runtime(settings),
         region=settings.locale.default_region,
         rules=load_rules(routing.rules_file),
         link_threshold=routing.link_threshold,

@@ -39,6 +39,22 @@ async def dispatch_loop(
                 await asyncio.wait_for(stop.wait(), timeout=idle_wait)
 
 
+async def handoff_loop(engine: RoutingEngine, stop: asyncio.Event, interval: float) -> None:
+    """Give unanswered bot handoffs back to the bot (when the bot is on)."""
+    from routing.steps.bot import expire_handoffs
+
+    runtime = engine.config.bot
+    if runtime is None:
+        return
+    while not stop.is_set():
+        try:
+            await expire_handoffs(engine.database, runtime)
+        except Exception:
+            log.exception("bot.handoff_check_failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
 async def run_routing(engine: RoutingEngine, stop: asyncio.Event, concurrency: int = 1) -> None:
     """Run ``concurrency`` consumers of the engine in this process."""
     base = worker_name()
@@ -59,7 +75,8 @@ async def run_worker(settings: Settings, *, concurrency: int = 1) -> None:
         log.info("worker.started", worker=worker_name(), bus=type(engine.bus).__name__,
                  batch_size=engine.batch_size)
         await asyncio.gather(
-            run_routing(engine, stop, concurrency), dispatch_loop(dispatcher, stop)
+            run_routing(engine, stop, concurrency), dispatch_loop(dispatcher, stop),
+            handoff_loop(engine, stop, settings.bot.handoff_check_seconds),
         )
     finally:
         await database.dispose()

@@ -34,6 +34,8 @@ class RoutingConfig:
     suggest_threshold: float = 75.0
     chat_idle_gap: timedelta = timedelta(hours=4)
     default_language: str = "zh-CN"
+    bot: Any | None = None
+    """The self-service bot (:class:`routing.bot.BotRuntime`), or None when it is off."""
 
 
 @dataclass
@@ -54,6 +56,16 @@ class RoutingContext:
     hits: list[str] = field(default_factory=list)
     """Why the message went where it went (kept on the interaction for the console)."""
     events: list[Event] = field(default_factory=list)
+    bot_active: bool = False
+    """The bot answered this message (no automatic reply on top of it)."""
+    bot_handled: bool = False
+    """The bot answered this message: no ticket, assignment or automation for it."""
+    bot_team: str | None = None
+    """The bot handed the conversation over to this team's queue."""
+    bot_tags: list[str] = field(default_factory=list)
+    """Tags for the ticket the bot asked for."""
+    bot_subject: str | None = None
+    """Subject of a ticket the bot opens (what was asked for and the collected fields)."""
 
     def hit(self, text: str) -> None:
         """Record one routing decision."""

@@ -1,4 +1,4 @@
-"""Conversational flows from ``config/flows.toml``: IVR menus now, chat bots later.
+"""Conversational flows from ``config/flows.toml``: the IVR and the self-service bot.
 
 A flow is a small graph of nodes. The :class:`FlowEngine` walks it for one caller and
 returns a :class:`Turn` at a time: what to say, then either wait for input (a
@@ -35,6 +35,16 @@ Node kinds
     ``branch``    ``condition`` (see :data:`CONDITIONS`) → ``then`` / ``else``.
     ``action``    ``action`` (see :data:`ACTIONS`) with its own keys; ``say`` is the prompt
                   before it (for ``ticket_status``: the status text itself).
+    ``say``       the same as ``message``.
+    ``ask``       ``say``, ``field`` (see :data:`FIELDS`), ``validate`` (see
+                  :data:`VALIDATORS`), ``goto``, ``invalid``, ``retries``, ``on_exhausted``,
+                  ``max_digits``. Waits for input; a valid answer is ``Turn.collected``.
+    ``answer``    ``say``, ``goto``, ``on_unsure``. Waits for a free-text question and
+                  looks it up in the knowledge base passed to :meth:`FlowEngine.answer`.
+    ``handoff``   ``say``, ``team``, ``timeout_seconds``, ``apology``, ``on_timeout``,
+                  ``hold``: an :class:`Action` of kind ``handoff``; resuming its ``after``
+                  (the node with attempt 1) says the apology and goes to ``on_timeout``.
+    ``end``       ``say``, then an ``end`` action: the conversation is over.
 
 Menus
     Input is DTMF digits or speech/text. Digits must equal an option's ``digit``; speech
@@ -66,17 +76,24 @@ import tomllib
 import unicodedata
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from crm_core.errors import ValidationError
 from crm_core.models import TicketStatus
+from crm_core.normalize import normalize_email, try_normalize_phone
 from routing.rules import Keywords, normalize_text
+
+if TYPE_CHECKING:
+    from routing.knowledge import KnowledgeBase
 
 DEFAULT_FLOWS_PATH = Path(__file__).resolve().parents[1] / "config" / "flows.toml"
 """The flows shipped with the code."""
 
-NODE_KINDS: tuple[str, ...] = ("menu", "language", "message", "branch", "action")
+NODE_KINDS: tuple[str, ...] = (
+    "menu", "language", "message", "say", "branch", "action", "ask", "answer", "handoff", "end",
+)
 """What a node can be."""
 
 CONDITIONS: tuple[str, ...] = (
@@ -84,11 +101,20 @@ CONDITIONS: tuple[str, ...] = (
 )
 """What a ``branch`` node can test; each reads one :class:`CallFacts` field."""
 
-ACTIONS: tuple[str, ...] = ("ticket_status", "voicemail", "callback", "agent", "hangup")
+ACTIONS: tuple[str, ...] = (
+    "ticket_status", "voicemail", "callback", "agent", "hangup", "create_ticket", "subscribe",
+    "unsubscribe", "survey",
+)
 """What an ``action`` node asks the renderer to do."""
 
+FIELDS: tuple[str, ...] = ("order_number", "email", "phone", "rating", "message")
+"""Names an ``ask`` node can collect into (each also a ``{placeholder}``)."""
+
+VALIDATORS: tuple[str, ...] = ("text", "order_number", "email", "phone", "rating", "digits")
+"""How an ``ask`` node checks the answer (see :func:`validate_field`)."""
+
 PLACEHOLDERS: frozenset[str] = frozenset(
-    {"caller_name", "greeting", "ticket_number", "ticket_status", "queue_position"}
+    {"caller_name", "greeting", "ticket_number", "ticket_status", "queue_position", *FIELDS}
 )
 """Names a prompt may use as ``{placeholder}``; a missing value renders empty."""
 
@@ -99,6 +125,7 @@ DEFAULT_TIMEOUT_SECONDS = 5
 DEFAULT_RETRIES = 2
 DEFAULT_VOICEMAIL_SECONDS = 120
 DEFAULT_AGENT_WAIT_SECONDS = 120
+DEFAULT_HANDOFF_SECONDS = 300
 MAX_STEPS = 64
 """How many nodes one turn may pass through before the engine calls it a loop."""
 
@@ -117,6 +144,17 @@ _NODE_KEYS: dict[str, tuple[str, ...]] = {
     "menu": _INPUT_KEYS,
     "language": (*_INPUT_KEYS, "skip_if_known", "goto"),
     "message": ("kind", "say", "play", "goto"),
+    "say": ("kind", "say", "play", "goto"),
+    "end": ("kind", "say", "play"),
+    "ask": (
+        "kind", "say", "play", "field", "validate", "goto", "timeout_seconds", "retries",
+        "invalid", "timeout", "on_exhausted", "max_digits",
+    ),
+    "answer": (
+        "kind", "say", "play", "goto", "on_unsure", "timeout_seconds", "retries", "timeout",
+        "on_exhausted",
+    ),
+    "handoff": ("kind", "say", "play", "team", "timeout_seconds", "apology", "on_timeout", "hold"),
     "branch": ("kind", "condition", "then", "else"),
     "action": ("kind", "action", "say", "play"),
 }
@@ -126,6 +164,10 @@ _ACTION_KEYS: dict[str, tuple[str, ...]] = {
     "callback": ("goto", "queue"),
     "agent": ("queue", "max_wait_seconds", "on_no_agent", "hold"),
     "hangup": (),
+    "create_ticket": ("goto", "tags"),
+    "subscribe": ("goto",),
+    "unsubscribe": ("goto",),
+    "survey": ("goto", "field", "scale"),
 }
 _OPTION_KEYS = ("digit", "keywords", "goto", "label")
 _LANGUAGE_OPTION_KEYS = ("digit", "keywords", "goto", "label", "language")
@@ -183,6 +225,8 @@ class CallFacts:
     agents_available: bool = True
     queue_position: int | None = None
     caller_names: Mapping[str, str] = field(default_factory=dict)
+    fields: Mapping[str, str] = field(default_factory=dict)
+    """What ``ask`` nodes collected so far (for ``{order_number}`` and the like)."""
 
 
 @dataclass(frozen=True)
@@ -267,6 +311,23 @@ class Gather:
     speech: bool = True
     language: str
     hints: tuple[str, ...] = ()
+    choices: tuple[Choice, ...] = ()
+    """A menu's options, for channels that show buttons (Telegram, web chat, e-mail)."""
+    field: str | None = None
+    """Set when an ``ask`` node waits for this field (free text, or digits ending in #)."""
+    question: bool = False
+    """Set when an ``answer`` node waits for a free-text question."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One button of a menu: the DTMF ``digit`` (if any), its label in the turn's language
+    and ``value``, what the channel sends back when it is chosen (the digit, else the label).
+    """
+
+    digit: str | None
+    label: str
+    value: str
 
 
 @dataclass(frozen=True)
@@ -287,6 +348,16 @@ class Action:
 
 
 @dataclass(frozen=True)
+class KnowledgeAnswer:
+    """What an ``answer`` node did with a question: the article (when confident) and score."""
+
+    question: str
+    article_id: int | None
+    score: float
+    confident: bool
+
+
+@dataclass(frozen=True)
 class Turn:
     """One step of a call: say ``says`` in order, then either wait (``gather``) or act.
 
@@ -302,6 +373,10 @@ class Turn:
     state: FlowState
     after: FlowState | None
     path: tuple[str, ...]
+    collected: Mapping[str, str] = field(default_factory=dict)
+    """Fields an ``ask`` node accepted in this turn (to keep with the session)."""
+    knowledge: KnowledgeAnswer | None = None
+    """Set when an ``answer`` node looked a question up in the knowledge base."""
 
     @property
     def ends_call(self) -> bool:
@@ -329,6 +404,12 @@ class Option:
     goto: str
     label: str
     language: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """The label per language (``label`` is the first one)."""
+
+    def label_in(self, language: str) -> str:
+        """The label to show in ``language``."""
+        return self.labels.get(language) or self.label
 
 
 @dataclass(frozen=True)
@@ -356,11 +437,17 @@ class Node:
     no_ticket: Prompt | None = None
     hold: Prompt | None = None
     on_no_agent: str | None = None
+    field: str | None = None
+    validate: str | None = None
+    max_digits: int = 20
+    on_unsure: str | None = None
+    on_timeout: str | None = None
+    apology: Prompt | None = None
 
     @property
     def waits_for_input(self) -> bool:
-        """Whether a turn can stop here to ask the caller (menus and language menus)."""
-        return self.kind in ("menu", "language")
+        """Whether a turn can stop here to ask the caller (menus, ask and answer nodes)."""
+        return self.kind in ("menu", "language", "ask", "answer")
 
     def targets(self) -> Iterator[tuple[str, str]]:
         """``(key, node id)`` for every node this one can lead to, as written in the file."""
@@ -377,13 +464,19 @@ class Node:
             yield "else", self.otherwise
         if self.on_no_agent:
             yield "on_no_agent", self.on_no_agent
+        if self.on_unsure:
+            yield "on_unsure", self.on_unsure
+        if self.on_timeout:
+            yield "on_timeout", self.on_timeout
 
     def passes_through(self) -> Iterator[tuple[str, str]]:
         """The targets reachable without the caller's input (what a loop is made of)."""
-        if self.kind == "menu" or (self.kind == "language" and not self.skip_if_known):
+        if self.kind in ("menu", "ask", "answer") or (
+            self.kind == "language" and not self.skip_if_known
+        ):
             return
         for key, target in self.targets():
-            if key != "on_exhausted":
+            if key not in ("on_exhausted", "on_timeout"):
                 yield key, target
 
     @property
@@ -408,10 +501,22 @@ class Node:
                 for option in self.options:
                     if option.digit == spoken:
                         return option
+            folded = normalize_text(speech)
+            for option in self.options:
+                if any(normalize_text(label) == folded
+                       for label in (option.label, *option.labels.values())):
+                    return option
             for option in self.options:
                 if option.keywords.find(speech):
                     return option
         return None
+
+    def choices(self, language: str) -> tuple[Choice, ...]:
+        """The options as buttons in ``language``."""
+        return tuple(
+            Choice(digit=o.digit, label=o.label_in(language), value=o.digit or o.label_in(language))
+            for o in self.options
+        )
 
 
 @dataclass(frozen=True)
@@ -515,7 +620,9 @@ class FlowEngine:
     :class:`CallFacts` passed in each time.
     """
 
-    def __init__(self, flows: FlowSet, default_language: str = "zh-CN") -> None:
+    def __init__(
+        self, flows: FlowSet, default_language: str = "zh-CN", *, region: str = "CN"
+    ) -> None:
         language = flows.match_language(default_language)
         if language is None:
             raise FlowError(
@@ -525,6 +632,7 @@ class FlowEngine:
             )
         self.flows = flows
         self.default_language = language
+        self.region = region
 
     def start(self, flow: str, facts: CallFacts) -> Turn:
         """The first turn of ``flow`` (KeyError for an unknown flow).
@@ -543,12 +651,16 @@ class FlowEngine:
         *,
         digits: str | None = None,
         speech: str | None = None,
+        knowledge: KnowledgeBase | None = None,
     ) -> Turn:
-        """The turn after the caller answered the menu at ``state`` (both None: timeout).
+        """The turn after the caller answered the node at ``state`` (both None: timeout).
 
-        A matching option goes on to its ``goto`` (a language option also sets the
-        language). A wrong answer or a timeout asks again with ``attempt + 1``; after
-        ``retries`` of them the call goes to ``on_exhausted``.
+        Menus: a matching option goes on to its ``goto`` (a language option also sets the
+        language). ``ask``: a valid answer is collected (``Turn.collected``) and the flow
+        goes on. ``answer``: the question is looked up in ``knowledge``; a confident match
+        is said and the flow goes to ``goto``, else to ``on_unsure``. A wrong answer or a
+        timeout asks again with ``attempt + 1``; after ``retries`` of them the call goes to
+        ``on_exhausted``.
         """
         flow, node = self._locate(state)
         if not node.waits_for_input:
@@ -558,11 +670,45 @@ class FlowEngine:
             )
         digits = digits.strip() if isinstance(digits, str) else None
         speech = speech.strip() if isinstance(speech, str) else None
-        option = node.match(digits, speech)
+        if node.kind == "ask" and (digits or speech):
+            value = validate_field(node.validate or "text", (speech or digits or "").rstrip("#"),
+                                   self.region)
+            if value is not None:
+                name = node.field or "message"
+                facts = replace(facts, fields={**facts.fields, name: value})
+                turn = self._walk(flow, node.goto or "", state.language, facts, path=[node.id])
+                return replace(turn, collected={name: value})
+            return self._retry(flow, node, state, facts, timed_out=False)
+        elif node.kind == "answer" and (digits or speech):
+            question = (speech or digits or "")[:1000]
+            match = knowledge.match(question, state.language) if knowledge is not None else None
+            says: list[Say] = []
+            confident = bool(match and match.confident and match.article)
+            if confident and match is not None and match.article is not None:
+                says.append(Say(match.article.answer, state.language))
+            target = node.goto if confident else node.on_unsure
+            answer = KnowledgeAnswer(
+                question=question,
+                article_id=match.article.id if confident and match and match.article else None,
+                score=match.score if match else 0.0,
+                confident=confident,
+            )
+            if target is None:
+                turn = self._walk(flow, node.id, state.language, facts, says=says,
+                                  path=[node.id])
+            else:
+                turn = self._walk(flow, target, state.language, facts, says=says, path=[node.id])
+            return replace(turn, knowledge=answer)
+        option = node.match(digits, speech) if node.options else None
         if option is not None:
             language = option.language or state.language
             return self._walk(flow, option.goto, language, facts, path=[node.id])
-        timed_out = not digits and not speech
+        return self._retry(flow, node, state, facts, timed_out=not digits and not speech)
+
+    def _retry(
+        self, flow: Flow, node: Node, state: FlowState, facts: CallFacts, *, timed_out: bool
+    ) -> Turn:
+        """Say the invalid/timeout prompt and ask again, or go on when retries are used up."""
         says: list[Say] = []
         self._say_prompt(says, node.timeout if timed_out else node.invalid, node, state.language,
                          facts)
@@ -583,7 +729,7 @@ class FlowEngine:
         no ``hold`` prompt.
         """
         flow, node = self._locate(state)
-        if node.action != "agent":
+        if node.action != "agent" and node.kind != "handoff":
             raise FlowError(self.flows.source, _where(flow.name, node.id),
                             "is not an agent action: it has no hold prompt")
         says: list[Say] = []
@@ -635,8 +781,20 @@ class FlowEngine:
             node = flow.nodes[next_id]
             path.append(node.id)
             state = FlowState(flow.name, node.id, language, attempt)
+            if node.kind == "handoff" and attempt > 0:
+                # Nobody took the handoff in time: apologise and go on without an agent.
+                self._say_prompt(says, node.apology, node, language, facts)
+                if node.on_timeout is None:
+                    self._say_prompt(says, self.flows.goodbye, node, language, facts)
+                    return Turn(tuple(says), None, Action("end"), state, None, tuple(path))
+                attempt = 0
+                next_id = node.on_timeout
+                continue
             attempt = 0
-            if node.kind == "message":
+            if node.kind == "end":
+                self._say_prompt(says, node.prompt, node, language, facts)
+                return Turn(tuple(says), None, Action("end"), state, None, tuple(path))
+            if node.kind in ("message", "say"):
                 self._say_prompt(says, node.prompt, node, language, facts)
                 if node.goto is None:
                     return Turn(tuple(says), None, Action("hangup"), state, None, tuple(path))
@@ -650,11 +808,18 @@ class FlowEngine:
             elif node.waits_for_input:
                 self._say_prompt(says, node.prompt, node, language, facts)
                 gather = Gather(
-                    digits=node.digit_length,
+                    digits=node.max_digits if node.kind == "ask" else node.digit_length,
                     timeout_seconds=node.timeout_seconds,
                     speech=node.speech,
                     language=language,
                     hints=node.hints(),
+                    choices=node.choices(language) if node.kind != "language" else tuple(
+                        Choice(o.digit, o.label_in(o.language or language),
+                               o.digit or o.label_in(language))
+                        for o in node.options
+                    ),
+                    field=(node.field or "message") if node.kind == "ask" else None,
+                    question=node.kind == "answer",
                 )
                 return Turn(tuple(says), gather, None, state, None, tuple(path))
             else:
@@ -691,10 +856,16 @@ class FlowEngine:
         says: list[Say],
         path: list[str],
     ) -> Turn:
-        kind = node.action or "hangup"
+        kind = node.action or ("handoff" if node.kind == "handoff" else "hangup")
         language = state.language
         params: dict[str, Any] = dict(node.params)
         after_node = node.on_no_agent if kind == "agent" else node.goto
+        if kind == "handoff":
+            self._say_prompt(says, node.prompt, node, language, facts)
+            params["team"] = node.queue.get(language, "")
+            params["queue"] = params["team"]
+            after = FlowState(flow.name, node.id, language, 1)
+            return Turn(tuple(says), None, Action(kind, params), state, after, tuple(path))
         if kind == "ticket_status":
             has_ticket = bool(facts.ticket_number.strip() or facts.ticket_status.strip())
             spoken: list[Say] = []
@@ -748,6 +919,7 @@ class FlowEngine:
         spoken_status = self.flows.status_names.get(status.casefold(), {}).get(language, status)
         position = facts.queue_position
         return _Blank(
+            **{k: str(v) for k, v in facts.fields.items() if k in FIELDS},
             caller_name=name,
             greeting=greeting,
             ticket_number=(facts.ticket_number or "").strip(),
@@ -761,6 +933,40 @@ class _Blank(dict[str, str]):
 
     def __missing__(self, key: str) -> str:
         return ""
+
+
+_ORDER_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{3,39}$")
+
+
+def validate_field(kind: str, raw: str, region: str = "CN") -> str | None:
+    """The cleaned value of an ``ask`` answer, or None when it is not valid.
+
+    ``order_number``: 4-40 letters, digits and dashes, upper-cased (spaces dropped);
+    ``email``: a deliverable-looking address (normalized); ``phone``: a number valid in
+    ``region`` (E.164); ``rating``: a whole number 1-5 (also "五", "five"); ``digits``:
+    digits only; ``text``: any non-empty text (at most 2000 characters).
+    """
+    text = unicodedata.normalize("NFKC", raw or "").strip()
+    if not text:
+        return None
+    if kind == "order_number":
+        compact = re.sub(r"[\s#]", "", text).upper()
+        compact = re.sub(r"^(?:ORDER|订单号?|NO\.?)[:：]?", "", compact)
+        return compact if _ORDER_NUMBER.match(compact) else None
+    if kind == "email":
+        try:
+            return normalize_email(text)
+        except ValidationError:
+            return None
+    if kind == "phone":
+        return try_normalize_phone(text, region)
+    if kind == "rating":
+        spoken = _spoken_digits(text)
+        return spoken if spoken in {"1", "2", "3", "4", "5"} else None
+    if kind == "digits":
+        digits = re.sub(r"[\s#*-]", "", text)
+        return digits if digits.isdigit() else None
+    return text[:2000]
 
 
 def _holds(condition: str | None, facts: CallFacts) -> bool:
@@ -1096,7 +1302,9 @@ class _Parser:
             self.known_keys(table, (*_NODE_KEYS["action"], *_ACTION_KEYS[action]), where)
             return self.action_node(node_id, action, table, where)
         self.known_keys(table, _NODE_KEYS[kind], where)
-        if kind == "message":
+        if kind in ("ask", "answer", "handoff", "end"):
+            return self.bot_node(node_id, kind, table, where)
+        if kind in ("message", "say"):
             return Node(
                 id=node_id, kind=kind, prompt=self.prompt(table, where, required=True),
                 goto=self.optional_name(table, "goto", where),
@@ -1115,6 +1323,54 @@ class _Parser:
                 otherwise=self.name(table["else"], f"{where}.else"),
             )
         return self.input_node(node_id, kind, table, where)
+
+    def bot_node(self, node_id: str, kind: str, table: Mapping[str, Any], where: str) -> Node:
+        """``ask``, ``answer``, ``handoff`` and ``end`` nodes."""
+        if kind == "end":
+            return Node(id=node_id, kind=kind, prompt=self.prompt(table, where, required=False))
+        if kind == "handoff":
+            if "team" not in table:
+                raise self.error(f"{where}.team", "missing: the team whose queue takes over")
+            return Node(
+                id=node_id, kind=kind, prompt=self.prompt(table, where, required=False),
+                queue=self.queue(table["team"], f"{where}.team"),
+                params={"timeout_seconds": self.seconds(
+                    table.get("timeout_seconds", DEFAULT_HANDOFF_SECONDS),
+                    f"{where}.timeout_seconds")},
+                apology=self.optional_texts(table.get("apology"), f"{where}.apology"),
+                hold=self.optional_texts(table.get("hold"), f"{where}.hold"),
+                on_timeout=self.optional_name(table, "on_timeout", where),
+            )
+        common: dict[str, Any] = {
+            "timeout_seconds": self.seconds(
+                table.get("timeout_seconds", self.defaults["timeout_seconds"] * 3),
+                f"{where}.timeout_seconds"),
+            "retries": self.whole(table.get("retries", self.defaults["retries"]),
+                                  f"{where}.retries", minimum=0),
+            "timeout": self.optional_texts(table.get("timeout"), f"{where}.timeout")
+            or self.defaults["timeout"],
+            "on_exhausted": self.optional_name(table, "on_exhausted", where),
+        }
+        if kind == "answer":
+            return Node(id=node_id, kind=kind, prompt=self.prompt(table, where, required=True),
+                        goto=self.optional_name(table, "goto", where),
+                        on_unsure=self.optional_name(table, "on_unsure", where),
+                        invalid=self.defaults["invalid"], **common)
+        name = self.choice(table.get("field", "message"), FIELDS, f"{where}.field", "field")
+        default_check = name if name in VALIDATORS else "text"
+        check = self.choice(table.get("validate", default_check), VALIDATORS,
+                            f"{where}.validate", "check")
+        if "goto" not in table:
+            raise self.error(f"{where}.goto", "missing: where to go once the answer is valid")
+        return Node(
+            id=node_id, kind=kind, prompt=self.prompt(table, where, required=True),
+            goto=self.name(table["goto"], f"{where}.goto"), field=name, validate=check,
+            max_digits=self.whole(table.get("max_digits", 20), f"{where}.max_digits",
+                                  minimum=1),
+            invalid=self.optional_texts(table.get("invalid"), f"{where}.invalid")
+            or self.defaults["invalid"],
+            **common,
+        )
 
     def optional_name(self, table: Mapping[str, Any], key: str, where: str) -> str | None:
         return self.name(table[key], f"{where}.{key}") if key in table else None
@@ -1198,10 +1454,15 @@ class _Parser:
                 hint = " (or give the node a goto)" if kind == "language" else ""
                 raise self.error(f"{at}.goto", f"missing: the node this option leads to{hint}")
             label = option.get("label", target)
-            if not isinstance(label, str):
-                raise self.error(f"{at}.label", f"must be a string, not {_describe(label)}")
+            labels: dict[str, str] = {}
+            if isinstance(label, Mapping):
+                labels = self.texts(label, f"{at}.label", frozenset())
+                label = next(iter(labels.values()))
+            elif not isinstance(label, str):
+                raise self.error(f"{at}.label", f"must be a string or a table of texts per "
+                                 f"language, not {_describe(label)}")
             result.append(Option(digit=digit, keywords=Keywords(words), goto=target,
-                                 label=label, language=language))
+                                 label=label, language=language, labels=labels))
         return tuple(result)
 
     def digit(self, value: Any, where: str) -> str:
@@ -1237,6 +1498,13 @@ class _Parser:
             )
         if "queue" in table:
             queue = self.queue(table["queue"], f"{where}.queue")
+        if action == "create_ticket":
+            params["tags"] = self.strings(table.get("tags", []), f"{where}.tags")
+        if action == "survey":
+            params["field"] = self.choice(table.get("field", "rating"), FIELDS,
+                                          f"{where}.field", "field")
+            params["scale"] = self.choice(table.get("scale", "csat"), ("csat", "nps"),
+                                          f"{where}.scale", "scale")
         prompt = self.prompt(table, where, required=action == "ticket_status")
         no_ticket = None
         if action == "ticket_status":

@@ -108,6 +108,7 @@ async def enqueue_reply(
     agent_id: int | None = None,
     automated: bool = False,
     attachments: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> OutboxMessage:
     """Log an outbound interaction and queue its delivery, in the caller's transaction.
 
@@ -115,7 +116,8 @@ async def enqueue_reply(
     of the whole conversation), the ticket number for the subject, the customer's
     language for the templates and the mailbox to send from. A web chat visitor who left
     an e-mail address while nobody was online (``reply_by_email``) is answered by e-mail.
-    The agent's name travels along for channels that show it.
+    The agent's name travels along for channels that show it. ``extra`` goes into the
+    message's metadata (the bot's ``buttons``) and onto the interaction's ``meta``.
     """
     if channel == Channel.WEBCHAT and to.email and await _wants_email(session, conversation):
         # The visitor left an address when nobody was online: continue by e-mail.
@@ -138,6 +140,7 @@ async def enqueue_reply(
         "language": customer.language,
         "ticket_number": ticket_number,
         "automated": automated,
+        **(extra or {}),
     }
     if channel == Channel.EMAIL:
         metadata["mailbox"] = await _mailbox_of(session, conversation)
@@ -156,7 +159,7 @@ async def enqueue_reply(
         html=html,
         attachments=list(attachments or []),
         agent_id=agent_id,
-        meta={"automated": automated},
+        meta={"automated": automated, **(extra or {})},
     )
     session.add(interaction)
     await session.flush()

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from routing.context import RoutingContext
 from routing.steps.assign import assign
+from routing.steps.bot import bot
 from routing.steps.bounces import bounces
 from routing.steps.care import care_complaints, care_replies
 from routing.steps.dedupe import dedupe
@@ -23,11 +24,12 @@ DEFAULT_PIPELINE: tuple[tuple[str, Step], ...] = (
     ("care-replies", care_replies),
     ("thread", thread),
     ("log", log),
+    ("bot", bot),
     ("bounces", bounces),
     ("ticket", ticket),
     ("care-complaints", care_complaints),
     ("assign", assign),
     ("rules", rules),
 )
-"""dedupe → identify → care-replies → thread → log → bounces → ticket → care-complaints →
+"""dedupe → identify → care-replies → thread → log → bot → bounces → ticket → care-complaints →
 assign → rules; events after commit."""

@@ -41,8 +41,12 @@ class TwiML:
             "language": spec.language,
             "actionOnEmptyResult": "true",
         }
-        if spec.speech and spec.hints:
-            attributes["hints"] = ", ".join(spec.hints)[:1000]
+        if spec.field is not None:
+            # a field (order number, phone) is keyed in and ended with #
+            attributes["finishOnKey"] = "#"
+        if spec.speech and (spec.hints or spec.field is not None or spec.question):
+            if spec.hints:
+                attributes["hints"] = ", ".join(spec.hints)[:1000]
             attributes["speechTimeout"] = "auto"
         gather = ET.SubElement(self.root, "Gather", attributes)
         self.say(says, gather)

@@ -40,6 +40,7 @@ class WebchatAdapter:
             "agent_name": str(agent_name) if agent_name else None,
             "outbox_id": message.outbox_id,
             "sent_at": utcnow(),
+            "buttons": message.metadata.get("buttons") or None,
         })
         log.info("webchat.reply_sent", visitor_id=visitor_id, outbox_id=message.outbox_id,
                  local_sockets=pushed)

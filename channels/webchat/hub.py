@@ -204,6 +204,7 @@ class WebchatHub:
             text=reply["text"],
             agent_name=reply.get("agent_name") or None,
             sent_at=reply["sent_at"],
+            buttons=reply.get("buttons") or None,
         )
         return await self.fan_out(reply["visitor_id"], frame.to_json())
 

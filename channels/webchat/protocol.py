@@ -173,6 +173,8 @@ class AgentMessageFrame(_Out):
     text: str
     agent_name: str | None = None
     sent_at: datetime
+    buttons: list[list[dict[str, str]]] | None = None
+    """The bot's menu as quick replies: rows of ``{"text": label, "data": value}``."""
 
 
 class TypingFrame(_Out):

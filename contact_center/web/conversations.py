@@ -78,6 +78,7 @@ from crm_core.models import (
 )
 from crm_core.services import audit
 from crm_core.services.customers import get_customer
+from crm_core.services.knowledge import bot_session_for
 from routing.blobs import BlobNotFound, BlobStore
 from routing.envelope import SenderHandles
 from routing.events import (
@@ -371,6 +372,7 @@ async def conversation_page(request: web.Request) -> web.StreamResponse:
         teams = list(await session.scalars(select(Team).order_by(Team.name)))
         history = await audit.history(session, "ticket", ticket.id, limit=8) if ticket else []
         snoozed_until = await active_snooze(session, conversation.id)
+        bot_session = await bot_session_for(session, conversation)
         card = await card_values(session, agent, ctx.team_ids, customer.id, settings,
                                  conversation_id=conversation.id, language=ctx.language)
     log.info("console.conversation_opened", agent_id=agent.id, conversation_id=conversation.id)
@@ -378,7 +380,7 @@ async def conversation_page(request: web.Request) -> web.StreamResponse:
                 ticket=ticket, other_tickets=other_tickets, timeline=timeline,
                 targets=targets, canned=canned, agents=agents, teams=teams,
                 history=history, snoozed_until=snoozed_until, show=_display(request),
-                card=card, error=request.query.get("error"))
+                card=card, error=request.query.get("error"), bot_session=bot_session)
 
 
 async def timeline_fragment(request: web.Request) -> web.StreamResponse:

@@ -43,3 +43,7 @@ def setup_pages(app: web.Application, settings: Settings, database: Database,
 
     setup_reports(app)
     setup_sales(app)
+    # The self-service bot: knowledge base, flows editor, metrics (bot.py).
+    from contact_center.web.bot import setup_bot_pages
+
+    setup_bot_pages(app)

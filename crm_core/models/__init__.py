@@ -3,6 +3,12 @@
 from crm_core.models.admin import AuditLog, Segment
 from crm_core.models.agent import Agent, Team, agent_teams
 from crm_core.models.base import Base, utcnow
+from crm_core.models.bot import (
+    BotSession,
+    FlowDocument,
+    KnowledgeArticle,
+    UnansweredQuestion,
+)
 from crm_core.models.calls import CallRecord
 from crm_core.models.campaigns import Campaign, CampaignSend, CareTask, FeedbackResponse
 from crm_core.models.console import AgentSession, CannedResponse, PasswordResetToken
@@ -55,6 +61,7 @@ __all__ = [
     "AuditLog",
     "Availability",
     "Base",
+    "BotSession",
     "CallRecord",
     "Campaign",
     "CampaignSend",
@@ -77,10 +84,12 @@ __all__ = [
     "Direction",
     "DuplicateSuggestion",
     "FeedbackResponse",
+    "FlowDocument",
     "FollowUp",
     "IdentityKind",
     "Interaction",
     "InteractionKind",
+    "KnowledgeArticle",
     "LifecycleStage",
     "LifecycleTransition",
     "MemberLevel",
@@ -105,6 +114,7 @@ __all__ = [
     "TicketCategory",
     "TicketPriority",
     "TicketStatus",
+    "UnansweredQuestion",
     "agent_teams",
     "ticket_number",
     "utcnow",

@@ -211,17 +211,19 @@ async def record_comment(
     return row
 
 
-async def record_ivr_rating(
-    session: AsyncSession, *, customer_id: int, digits: str, call_id: str, now: datetime,
-    kind: str = "csat",
+async def record_flow_rating(
+    session: AsyncSession, *, customer_id: int, answer: str, channel: Channel,
+    source_ref: str, now: datetime, kind: str = "csat",
 ) -> FeedbackResponse | None:
-    """A rating keyed on the phone after a call (an IVR survey node; see the README).
+    """A rating a bot flow collected (its ``survey`` action): digits keyed on the phone,
+    a number typed or a button pressed in a chat.
 
-    The digits must be one score on the scale (``5``; ``10`` for NPS); anything else is
-    ignored (None). It answers the customer's open survey if there is one, else it is
-    kept on its own with the customer's latest resolved ticket. Idempotent per call.
+    The answer must be one score on the scale (``5``, ``５``, ``5分``; ``10`` for NPS);
+    anything else is ignored (None). It answers the customer's open survey if there is
+    one, else it is kept on its own with the customer's latest resolved ticket.
+    Idempotent per ``source_ref`` (one call, one bot session).
     """
-    score = parse_score_text(digits, kind)
+    score = parse_score_text(answer, kind)
     if score is None:
         return None
     found = await open_survey(session, customer_id, now=now)
@@ -234,8 +236,18 @@ async def record_ivr_rating(
                                                        TicketStatus.CLOSED]))
             .order_by(Ticket.resolved_at.desc().nulls_last(), Ticket.id.desc()).limit(1))
     return await record_answer(session, customer_id=customer_id, kind=kind, score=score,
-                               channel=Channel.PHONE, now=now, send=send,
-                               source_ref=f"call:{call_id}:{kind}"[:200], ticket_id=ticket_id)
+                               channel=channel, now=now, send=send,
+                               source_ref=f"{source_ref}:{kind}"[:200], ticket_id=ticket_id)
+
+
+async def record_ivr_rating(
+    session: AsyncSession, *, customer_id: int, digits: str, call_id: str, now: datetime,
+    kind: str = "csat",
+) -> FeedbackResponse | None:
+    """A rating keyed on the phone after a call (see :func:`record_flow_rating`)."""
+    return await record_flow_rating(session, customer_id=customer_id, answer=digits,
+                                    channel=Channel.PHONE, source_ref=f"call:{call_id}",
+                                    now=now, kind=kind)
 
 
 async def opt_out(

@@ -42,9 +42,13 @@ async def assign_to(ctx: RoutingContext, team_name: str | None, reason_prefix: s
 
 async def assign(ctx: RoutingContext) -> None:
     """Assign when the conversation is new, reopened, or still has nobody on it."""
-    if ctx.envelope.automated or ctx.envelope.metadata.get("log_only"):
+    if ctx.envelope.automated or ctx.envelope.metadata.get("log_only") or ctx.bot_handled:
         return
     conversation = ctx.require_conversation()
+    if ctx.bot_team and conversation.assignee_id is None:
+        exists = await ctx.session.scalar(select(Team.id).where(Team.name == ctx.bot_team))
+        await assign_to(ctx, ctx.bot_team if exists is not None else None, "bot-handoff")
+        return
     if not (ctx.conversation_created or ctx.ticket_reopened or conversation.assignee_id is None):
         return
     if conversation.assignee_id is None and conversation.team_id is not None and not (

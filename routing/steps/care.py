@@ -43,6 +43,7 @@ from crm_core.services.feedback import (
     parse_score_text,
     record_answer,
     record_comment,
+    record_flow_rating,
     survey_kind,
     survey_of_send,
 )
@@ -96,6 +97,16 @@ async def care_replies(ctx: RoutingContext) -> None:
     session = ctx.session
     now = envelope.received_at
     spec = feedback_spec()
+    survey = envelope.metadata.get("survey_answer")
+    if isinstance(survey, dict):  # a bot flow's survey action on the phone
+        kind = "nps" if survey.get("scale") == "nps" else "csat"
+        recorded = await record_flow_rating(
+            session, customer_id=customer.id, answer=str(survey.get("answer") or ""),
+            channel=envelope.channel, source_ref=str(survey.get("ref") or envelope.idempotency_key),
+            now=now, kind=kind)
+        ctx.hit(f"feedback:{kind}:{recorded.score if recorded else 'not-a-score'}")
+        _log_only(ctx, "survey-answer")
+        return
     answer = parse_button(str(envelope.metadata.get("button") or "")) if envelope.metadata.get(
         "button") else None
     if answer is not None:

@@ -17,7 +17,7 @@ async def rules(ctx: RoutingContext) -> None:
 
     Automated mail matches no rule: answering an auto-reply is how mail loops start.
     """
-    if ctx.envelope.automated or ctx.envelope.metadata.get("log_only"):
+    if ctx.envelope.automated or ctx.envelope.metadata.get("log_only") or ctx.bot_handled:
         return
     actions = ctx.config.rules.automation(build_facts(ctx))
     ticket = ctx.ticket
@@ -35,7 +35,7 @@ async def rules(ctx: RoutingContext) -> None:
                 ticket.tags = [*ticket.tags, action.value]
         elif action.kind == "assign_team":
             await assign_to(ctx, action.value, f"rule:{action.rule}")
-        elif action.kind == "auto_reply":
+        elif action.kind == "auto_reply" and not ctx.bot_active:
             await _auto_reply(ctx, action.value)
         elif action.kind == "notify":
             ctx.emit(

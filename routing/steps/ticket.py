@@ -17,6 +17,8 @@ SUBJECT_FROM_TEXT = 80
 
 def _subject(ctx: RoutingContext) -> str:
     envelope = ctx.envelope
+    if ctx.bot_subject:
+        return ctx.bot_subject[:500]
     if envelope.subject:
         return envelope.subject[:500]
     text = " ".join((envelope.text or "").split())
@@ -46,7 +48,9 @@ async def _open_ticket(ctx: RoutingContext) -> Ticket:
         conversation_id=ctx.require_conversation().id,
         first_response_due_at=first_due,
         resolution_due_at=resolution_due,
-        tags=[str(t) for t in ctx.envelope.metadata.get("ticket_tags", [])][:20],
+        tags=list(dict.fromkeys(
+            [str(t) for t in ctx.envelope.metadata.get("ticket_tags", [])] + ctx.bot_tags
+        ))[:20],
     )
     ctx.session.add(ticket)
     await ctx.session.flush()
@@ -69,6 +73,9 @@ async def ticket(ctx: RoutingContext) -> None:
         return
     if ctx.envelope.metadata.get("log_only"):
         ctx.hit("ticket:skipped-log-only")
+        return
+    if ctx.bot_handled:
+        ctx.hit("ticket:skipped-bot")
         return
     conversation = ctx.require_conversation()
     current = await ctx.session.scalar(
@@ -109,6 +116,8 @@ async def ticket(ctx: RoutingContext) -> None:
     if current.status == TicketStatus.PENDING:
         current.status = TicketStatus.OPEN
     current.updated_at = utcnow()
+    if ctx.bot_tags:
+        current.tags = list(dict.fromkeys([*current.tags, *ctx.bot_tags]))[:20]
     ctx.ticket = current
     ctx.hit(f"ticket:appended:{current.number}")
     ctx.emit(TICKET_UPDATED, ticket_id=current.id, change="customer-replied")

@@ -296,6 +296,24 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
         Case(team_a(303), form={"customer_id": "@customer_a", "attitude": "positive"},
              note="agent A owns customer A; agent B does not"),
     ),
+    # The self-service bot: knowledge base, flows, metrics (contact_center/web/bot.py).
+    ("GET", "/console/bot/knowledge"): (Case(supervisors()),
+                                        Case(supervisors(), query="language=en")),
+    ("GET", "/console/bot/knowledge/new"): (Case(supervisors()),),
+    ("POST", "/console/bot/knowledge/new"): (
+        Case(supervisors(400), form={"language": "en", "title": "", "answer": ""},
+             note="a title and an answer are required"),),
+    ("GET", "/console/bot/knowledge/{article_id}"): (
+        Case(supervisors(404), params={"article_id": "=999999"}, note="no such article"),),
+    ("POST", "/console/bot/knowledge/{article_id}"): (
+        Case(supervisors(404), params={"article_id": "=999999"},
+             form={"language": "en", "title": "x", "answer": "y"}),),
+    ("POST", "/console/bot/knowledge/{article_id}/delete"): (
+        Case(supervisors(404), params={"article_id": "=999999"}),),
+    ("GET", "/console/bot/flows"): (Case(admins()),),
+    ("POST", "/console/bot/flows"): (
+        Case(admins(400), form={"source": "[flows.main\n"}, note="not TOML: nothing saved"),),
+    ("GET", "/console/bot/metrics"): (Case(supervisors()), Case(supervisors(), query="days=7")),
 }
 
 def console_routes(app: object) -> set[tuple[str, str]]:

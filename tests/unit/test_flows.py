@@ -14,6 +14,7 @@ from routing.flows import (
     MAX_STEPS,
     Action,
     CallFacts,
+    Choice,
     Flow,
     FlowEngine,
     FlowError,
@@ -171,14 +172,14 @@ def test_unknown_node_kind(tmp_path: Path) -> None:
     message = load_error(tmp_path, MENU.replace('kind = "menu"', 'kind = "prompt"'))
     assert message == (
         "flows.main.nodes.menu.kind: unknown node kind 'prompt'; "
-        "known: menu, language, message, branch, action"
+        "known: menu, language, message, say, branch, action, ask, answer, handoff, end"
     )
 
 
 def test_node_without_kind(tmp_path: Path) -> None:
     message = load_error(tmp_path, MENU.replace('kind = "menu"\n', ""))
     assert message == "flows.main.nodes.menu.kind: missing: one of menu, language, message, " \
-        "branch, action"
+        "say, branch, action, ask, answer, handoff, end"
 
 
 def test_unknown_node_key(tmp_path: Path) -> None:
@@ -330,8 +331,9 @@ def test_empty_prompt_text(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("prompt", "expected"),
     [
-        ("Hello {name}", "unknown placeholder {name}; known: {caller_name}, {greeting}, "
-                         "{queue_position}, {ticket_number}, {ticket_status}"),
+        ("Hello {name}", "unknown placeholder {name}; known: {caller_name}, {email}, "
+                         "{greeting}, {message}, {order_number}, {phone}, {queue_position}, "
+                         "{rating}, {ticket_number}, {ticket_status}"),
         ("Hello {}", "unknown placeholder {}"),
         ("Hello {caller_name!r}", "placeholder {caller_name} takes no format or !r"),
         ("Hello {caller_name:>10}", "placeholder {caller_name} takes no format or !r"),
@@ -385,11 +387,11 @@ def test_branch_needs_then_and_else(tmp_path: Path) -> None:
 def test_unknown_and_missing_action(tmp_path: Path) -> None:
     assert load_error(tmp_path, MENU.replace('action = "hangup"', 'action = "transfer"')) == (
         "flows.main.nodes.bye.action: unknown action 'transfer'; known: ticket_status, "
-        "voicemail, callback, agent, hangup"
+        "voicemail, callback, agent, hangup, create_ticket, subscribe, unsubscribe, survey"
     )
     assert load_error(tmp_path, MENU.replace('action = "hangup"\n', "")) == (
         "flows.main.nodes.bye.action: missing: one of ticket_status, voicemail, callback, "
-        "agent, hangup"
+        "agent, hangup, create_ticket, subscribe, unsubscribe, survey"
     )
 
 
@@ -633,6 +635,7 @@ def test_unknown_language_asks_in_both_languages(engine: FlowEngine) -> None:
     assert turn.gather == Gather(
         digits=1, timeout_seconds=5, speech=True, language="zh-CN",
         hints=("中文", "普通话", "国语", "chinese", "mandarin", "英语", "英文", "english"),
+        choices=(Choice("1", "中文", "1"), Choice("2", "English", "2")),
     )
     assert turn.action is None and turn.after is None
     assert turn.state == FlowState("main", "language", "zh-CN", 0)

@@ -179,6 +179,8 @@
     ".cc-close{border:0;background:transparent;color:#fff;font-size:20px;cursor:pointer;line-height:1}",
     ".cc-notice{padding:8px 14px;background:#fff8e1;border-bottom:1px solid #f0e0a0;font-size:13px}",
     ".cc-log{flex:1;overflow-y:auto;padding:12px;background:#f6f8fa}",
+    ".cc-quick{display:flex;flex-wrap:wrap;gap:6px;margin:4px 0 8px}",
+    ".cc-quick-reply{border:1px solid #1677ff;background:#fff;color:#1677ff;border-radius:14px;padding:4px 10px;font:inherit;font-size:13px;cursor:pointer}",
     ".cc-msg{max-width:80%;margin:6px 0;padding:8px 10px;border-radius:10px;white-space:pre-wrap;word-wrap:break-word;overflow-wrap:anywhere}",
     ".cc-visitor{margin-left:auto;background:#1a73e8;color:#fff;border-bottom-right-radius:2px}",
     ".cc-reply{margin-right:auto;background:#fff;border:1px solid #e1e4e8;border-bottom-left-radius:2px}",
@@ -346,7 +348,30 @@
     return node;
   }
 
-  function replyMessage(outboxId, text, agentName, at, via) {
+  function quickReplies(rows) {
+    // The bot's menu: one button per option; choosing one sends its label and removes them.
+    var box = el("div", "cc-quick");
+    box.setAttribute("role", "group");
+    (rows || []).forEach(function (row) {
+      (row || []).forEach(function (item) {
+        if (!item || !item.text) {
+          return;
+        }
+        var button = el("button", "cc-quick-reply", String(item.text));
+        button.type = "button";
+        button.addEventListener("click", function () {
+          if (box.parentNode) {
+            box.parentNode.removeChild(box);
+          }
+          sendText(String(item.text));
+        });
+        box.appendChild(button);
+      });
+    });
+    return box.childNodes.length ? box : null;
+  }
+
+  function replyMessage(outboxId, text, agentName, at, via, buttons) {
     var key = outboxId !== undefined && outboxId !== null ? "o:" + outboxId : null;
     if (key && state.shown[key]) {
       return false;
@@ -360,6 +385,14 @@
       state.shown[key] = node;
     }
     log.appendChild(node);
+    var quick = buttons ? quickReplies(buttons) : null;
+    if (quick) {
+      var old = log.querySelectorAll(".cc-quick");
+      for (var i = 0; i < old.length; i += 1) {
+        old[i].parentNode.removeChild(old[i]);
+      }
+      log.appendChild(quick);
+    }
     scrollDown();
     return true;
   }
@@ -520,7 +553,8 @@
     },
     message: function (frame) {
       typing.hidden = true;
-      if (replyMessage(frame.outbox_id, frame.text, frame.agent_name, frame.sent_at) &&
+      if (replyMessage(frame.outbox_id, frame.text, frame.agent_name, frame.sent_at, null,
+                       frame.buttons) &&
           !state.open) {
         state.unread += 1;
         setBadge();
