@@ -2,6 +2,7 @@
 
 from crm_core.models.admin import AuditLog, Segment
 from crm_core.models.agent import Agent, Team, agent_teams
+from crm_core.models.api import ApiToken, WebhookDelivery, WebhookSubscription
 from crm_core.models.base import Base, utcnow
 from crm_core.models.calls import CallRecord
 from crm_core.models.campaigns import Campaign, CampaignSend, CareTask, FeedbackResponse
@@ -41,6 +42,7 @@ __all__ = [
     "Agent",
     "AgentRole",
     "AgentSession",
+    "ApiToken",
     "AuditLog",
     "Availability",
     "Base",
@@ -82,6 +84,8 @@ __all__ = [
     "TicketCategory",
     "TicketPriority",
     "TicketStatus",
+    "WebhookDelivery",
+    "WebhookSubscription",
     "agent_teams",
     "ticket_number",
     "utcnow",
