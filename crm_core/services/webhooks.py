@@ -199,29 +199,39 @@ async def record_attempt(session: AsyncSession, delivery_id: int, *, ok: bool,
     delivery = await session.get(WebhookDelivery, delivery_id, populate_existing=True)
     if delivery is None:
         raise NotFoundError("webhook_delivery", delivery_id)
-    subscription = await get_subscription(session, delivery.subscription_id)
     delivery.attempts += 1
     delivery.last_status_code = status_code
     delivery.last_error = (error or "")[:2000] or None
     delivery.locked_until = None
+    table = WebhookSubscription
+    # The failure counter moves in one UPDATE: deliveries of one hook finish concurrently.
     if ok:
         delivery.status = DELIVERED
         delivery.delivered_at = now
-        subscription.consecutive_failures = 0
+        await session.execute(update(table).where(table.id == delivery.subscription_id)
+                              .values(consecutive_failures=0)
+                              .execution_options(synchronize_session=False))
+        await session.flush()
+        return delivery
+    if delivery.attempts >= policy.max_attempts:
+        delivery.status = FAILED
     else:
-        subscription.consecutive_failures += 1
-        if delivery.attempts >= policy.max_attempts:
-            delivery.status = FAILED
-        else:
-            delivery.next_attempt_at = now + backoff(delivery.attempts, policy.backoff_seconds)
-        if subscription.active and subscription.consecutive_failures >= policy.disable_after:
-            subscription.active = False
-            subscription.disabled_at = now
-            subscription.disabled_reason = (
-                f"{subscription.consecutive_failures} consecutive failed deliveries")
+        delivery.next_attempt_at = now + backoff(delivery.attempts, policy.backoff_seconds)
+    failures = (await session.execute(
+        update(table).where(table.id == delivery.subscription_id)
+        .values(consecutive_failures=table.consecutive_failures + 1)
+        .returning(table.consecutive_failures)
+        .execution_options(synchronize_session=False))).scalar_one()
+    if failures >= policy.disable_after:
+        reason = f"{failures} consecutive failed deliveries"
+        switched = await session.execute(
+            update(table).where(table.id == delivery.subscription_id, table.active.is_(True))
+            .values(active=False, disabled_at=now, disabled_reason=reason)
+            .execution_options(synchronize_session=False))
+        if switched.rowcount == 1:  # type: ignore[attr-defined]
             audit.record(session, actor="system", action="disable", entity_type="webhook",
-                         entity_id=subscription.id, before={"active": True},
-                         after={"active": False, "reason": subscription.disabled_reason})
+                         entity_id=delivery.subscription_id, before={"active": True},
+                         after={"active": False, "reason": reason})
     await session.flush()
     return delivery
 
