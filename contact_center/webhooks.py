@@ -11,16 +11,19 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
 
 from crm_core.db import Database
+from crm_core.errors import ValidationError
 from crm_core.models import utcnow
 from crm_core.services import webhooks as svc
 from routing.events import Event, EventBus
@@ -45,6 +48,24 @@ WEBHOOK_EVENTS: dict[str, str] = {
 }
 """Internal event name → the public name subscribers use (a message is an interaction)."""
 PUBLIC_EVENTS = (*sorted(set(WEBHOOK_EVENTS.values())), "webhook.test")
+
+
+def check_target(url: str, *, allow_private: bool) -> None:
+    """Refuse loopback, private and link-local literal addresses (and ``localhost``) unless
+    the deployment allows them (``[api] webhook_allow_private``). Names that resolve to
+    such addresses are not caught here; a deployer exposed to that runs an egress proxy."""
+    if allow_private:
+        return
+    host = (urlsplit(url).hostname or "").strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        raise ValidationError("url", url, "private addresses are not allowed")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if (address.is_private or address.is_loopback or address.is_link_local
+            or address.is_reserved or address.is_unspecified or address.is_multicast):
+        raise ValidationError("url", url, "private addresses are not allowed")
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -3,11 +3,11 @@ send a test event."""
 
 from __future__ import annotations
 
-from contact_center.api.common import database
+from contact_center.api.common import database, settings
 from contact_center.api.errors import from_domain
 from contact_center.api.framework import ApiCall, ApiRouter
 from contact_center.api.models import DeliveryList, DeliveryOut, WebhookIn, WebhookList, WebhookOut
-from contact_center.webhooks import PUBLIC_EVENTS
+from contact_center.webhooks import PUBLIC_EVENTS, check_target
 from crm_core.errors import CrmError
 from crm_core.models import WebhookSubscription
 from crm_core.services import webhooks as svc
@@ -41,6 +41,7 @@ async def create_webhook(call: ApiCall) -> WebhookOut:
     ``*``. The answer holds the signing secret, shown this once."""
     body: WebhookIn = call.body
     try:
+        check_target(body.url, allow_private=settings(call).api.webhook_allow_private)
         async with database(call).transaction() as session:
             row = await svc.create_subscription(
                 session, name=body.name, url=body.url, events=body.events,

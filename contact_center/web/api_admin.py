@@ -15,12 +15,13 @@ from contact_center.web.areas import (
     int_value,
     local_time,
     not_found,
+    settings_of,
     text_value,
 )
 from contact_center.web.auth import DATABASE, PREFIX, context, current_agent, requires
 from contact_center.web.forms import actor_of
 from contact_center.web.render import page
-from contact_center.webhooks import PUBLIC_EVENTS
+from contact_center.webhooks import PUBLIC_EVENTS, check_target
 from crm_core.errors import CrmError, NotFoundError
 from crm_core.models import Agent, AgentRole
 from crm_core.services import api_tokens
@@ -101,6 +102,8 @@ async def webhook_create(request: web.Request) -> web.StreamResponse:
     admin = current_agent(request)
     form = await request.post()
     try:
+        check_target(text_value(form, "url", 2000),
+                     allow_private=settings_of(request).api.webhook_allow_private)
         async with request.app[DATABASE].transaction() as session:
             row = await hooks.create_subscription(
                 session, name=text_value(form, "name", 100), url=text_value(form, "url", 2000),

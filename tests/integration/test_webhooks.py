@@ -261,3 +261,22 @@ async def test_api_changes_become_webhook_events(db: Database, tmp_path: Path,
         await sender.close()
     assert sorted(r["event"] for r in receiver.received) == ["customer.created",
                                                              "customer.updated"]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/x", "http://localhost:8080/x",
+                                 "http://10.0.0.5/x", "http://[::1]/x",
+                                 "http://169.254.169.254/latest"])
+async def test_private_targets_refused_when_configured(sqlite_db: Database, tmp_path: Path,
+                                                       url: str) -> None:
+    client = await api_client(sqlite_db, tmp_path, api={"webhook_allow_private": False})
+    try:
+        headers = bearer(await issue_token(sqlite_db, ["webhooks:manage"]))
+        refused = await client.post("/api/v1/webhooks", headers=headers, json={
+            "name": "x", "url": url, "events": ["*"]})
+        assert refused.status == 400
+        assert (await refused.json())["error"]["field"] == "url"
+        allowed = await client.post("/api/v1/webhooks", headers=headers, json={
+            "name": "x", "url": "https://shop.example.com/hook", "events": ["*"]})
+        assert allowed.status == 201
+    finally:
+        await client.close()
