@@ -89,16 +89,37 @@ def verify(secret: str, header: str, body: bytes, *, now: float | None = None,
 
 
 class WebhookRecorder:
-    """An EventBus listener that writes one delivery row per interested subscription."""
+    """An EventBus listener that writes one delivery row per interested subscription.
 
-    def __init__(self, database: Database) -> None:
+    Which events anyone wants is cached for ``cache_seconds``, so the routing engine's
+    events cost no transaction while nobody subscribes to them (a new subscription
+    starts receiving within that time).
+    """
+
+    def __init__(self, database: Database, *, cache_seconds: float = 2.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.database = database
+        self.cache_seconds = cache_seconds
+        self.monotonic = monotonic
+        self._wanted: set[str] = set()
+        self._expires = 0.0
+
+    async def _wanted_events(self) -> set[str]:
+        if self.monotonic() >= self._expires:
+            async with self.database.sessions() as session:
+                self._wanted = {e for s in await svc.list_subscriptions(session) if s.active
+                                for e in s.events}
+            self._expires = self.monotonic() + self.cache_seconds
+        return self._wanted
 
     async def __call__(self, event: Event) -> None:
         """Record the event for its subscribers (internal events without a public name are
         not sent)."""
         public = WEBHOOK_EVENTS.get(event.name)
         if public is None:
+            return
+        wanted = await self._wanted_events()
+        if public not in wanted and "*" not in wanted:
             return
         async with self.database.transaction() as session:
             await svc.enqueue_event(session, public, event.data, at=event.at)

@@ -19,6 +19,7 @@ from contact_center.webhooks import (
     EVENT_ID_HEADER,
     PUBLIC_EVENTS,
     SIGNATURE_HEADER,
+    WebhookRecorder,
     WebhookSender,
     attach_recorder,
     sign,
@@ -280,3 +281,17 @@ async def test_private_targets_refused_when_configured(sqlite_db: Database, tmp_
         assert allowed.status == 201
     finally:
         await client.close()
+
+
+async def test_recorder_skips_unwanted_events_without_writing(db: Database) -> None:
+    now = [0.0]
+    recorder = WebhookRecorder(db, cache_seconds=2, monotonic=lambda: now[0])
+    await recorder(Event("ticket.created", {"ticket_id": 1}))  # nobody subscribed yet
+    await subscribe(db, "https://shop.example.com/hook", ["ticket.created"])
+    await recorder(Event("ticket.created", {"ticket_id": 2}))  # still the cached answer
+    now[0] = 2.5
+    await recorder(Event("ticket.created", {"ticket_id": 3}))
+    await recorder(Event("customer.updated", {"customer_id": 1}))  # not wanted
+    async with db.sessions() as session:
+        rows = list(await session.scalars(select(WebhookDelivery)))
+    assert [r.payload["data"] for r in rows] == [{"ticket_id": 3}]
