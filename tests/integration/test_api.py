@@ -326,3 +326,32 @@ async def test_spec_and_docs_are_public_and_hardened(sqlite_db: Database, tmp_pa
             assert "<script" not in await response.text()
     finally:
         await client.close()
+
+
+async def test_trigger_plans_sends_once_per_occurrence(db: Database, tmp_path: Path) -> None:
+    from contact_center.scheduler import build_scheduler
+    from contact_center.settings import Settings
+    from crm_core.models import Campaign, CampaignSend
+
+    await build_scheduler(Settings(data_dir=tmp_path), db).sync()
+    seeded = await seed_conversation(db)
+    client = await api_client(db, tmp_path)
+    try:
+        headers = bearer(await issue_token(db, ["campaigns:read", "campaigns:write"]))
+        listed = await (await client.get("/api/v1/campaigns", headers=headers)).json()
+        chosen = next(c for c in listed["items"] if c["key"] == "birthday-greeting")
+        path = f"/api/v1/campaigns/{chosen['id']}/trigger"
+        body = {"customer_ids": [seeded.customer_id], "occurrence": "spring-2027"}
+        first = await client.post(path, headers=headers, json=body)
+        assert first.status == 202 and (await first.json())["planned"] == 1
+        again = await client.post(path, headers=headers, json=body)
+        assert (await again.json())["planned"] == 0
+        unknown = await client.post(path, headers=headers, json={"customer_ids": [999999]})
+        assert unknown.status == 400
+        async with db.sessions() as session:
+            rows = list(await session.scalars(select(CampaignSend)))
+            assert [(r.customer_id, r.occurrence, r.status) for r in rows] == [
+                (seeded.customer_id, "api:spring-2027", "pending")]
+            assert await session.get(Campaign, chosen["id"]) is not None
+    finally:
+        await client.close()
