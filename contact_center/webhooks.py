@@ -166,17 +166,20 @@ class WebhookSender:
             return 0
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def attempt(delivery: svc.DueDelivery) -> None:
+        async def attempt(delivery: svc.DueDelivery) -> tuple[bool, int | None, str | None]:
             async with gate:
-                ok, status, error = await self._post(delivery)
-            async with self.database.transaction() as session:
+                return await self._post(delivery)
+
+        outcomes = await asyncio.gather(*(attempt(d) for d in due))
+        # One transaction records the whole batch (one write lock, one fsync on SQLite).
+        async with self.database.transaction() as session:
+            for delivery, (ok, status, error) in zip(due, outcomes, strict=True):
                 await svc.record_attempt(session, delivery.id, ok=ok, status_code=status,
                                          error=error, now=self.clock(), policy=self.policy)
+        for delivery, (ok, status, _error) in zip(due, outcomes, strict=True):
             log.info("webhook.attempt", delivery_id=delivery.id,
                      subscription_id=delivery.subscription_id, ok=ok, status=status,
                      attempt=delivery.attempts + 1)
-
-        await asyncio.gather(*(attempt(d) for d in due))
         return len(due)
 
     async def _post(self, delivery: svc.DueDelivery) -> tuple[bool, int | None, str | None]:

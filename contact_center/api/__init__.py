@@ -17,7 +17,8 @@ from contact_center.api.framework import API_PREFIX, TOKEN_KEY, ApiRouter, Opera
 from contact_center.api.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from contact_center.settings import Settings
 from crm_core.db import Database
-from crm_core.services.api_tokens import authenticate
+from crm_core.models import ApiToken, utcnow
+from crm_core.services.api_tokens import find_token, needs_touch, touch_token
 from routing.engine import RoutingEngine
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,20 @@ def _bearer(request: web.Request) -> str:
     return value.strip()
 
 
+async def _token(request: web.Request) -> ApiToken | None:
+    """The request's token, read without a write lock; its last use is written at most
+    once a minute, in a short transaction of its own."""
+    database = request.app[API_DATABASE]
+    now = utcnow()
+    async with database.sessions() as session:
+        token = await find_token(session, _bearer(request), now=now)
+    if token is not None and needs_touch(token, now):
+        async with database.transaction() as session:
+            await touch_token(session, token.id, now=now, remote=request.remote)
+        token.last_used_at = now
+    return token
+
+
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """For ``/api/v1``: size limit, token, rate limit; every failure in the error format."""
@@ -56,8 +71,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             if (request.content_length or 0) > settings.api.max_body_kb * 1024:
                 raise ApiError(413, "too_large",
                                f"the body is larger than {settings.api.max_body_kb} KB")
-            async with request.app[API_DATABASE].transaction() as session:
-                token = await authenticate(session, _bearer(request), remote=request.remote)
+            token = await _token(request)
             if token is None:
                 raise ApiError(401, "unauthorized", "the token is unknown, revoked or expired",
                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})

@@ -84,9 +84,9 @@ async def create_token(
     return IssuedToken(row, token)
 
 
-async def authenticate(session: AsyncSession, token: str, *, now: datetime | None = None,
-                       remote: str | None = None) -> ApiToken | None:
-    """The live token behind a clear value (not revoked, not expired), its last use noted."""
+async def find_token(session: AsyncSession, token: str, *,
+                     now: datetime | None = None) -> ApiToken | None:
+    """The live token behind a clear value (not revoked, not expired); reads only."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     now = now or utcnow()
@@ -95,9 +95,28 @@ async def authenticate(session: AsyncSession, token: str, *, now: datetime | Non
         return None
     if row.expires_at is not None and row.expires_at <= now:
         return None
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USE_GRANULARITY:
-        await session.execute(update(ApiToken).where(ApiToken.id == row.id)
-                              .values(last_used_at=now, last_used_ip=(remote or "")[:100]))
+    return row
+
+
+def needs_touch(row: ApiToken, now: datetime) -> bool:
+    """Whether the last use is older than the granularity (and should be written)."""
+    return row.last_used_at is None or now - row.last_used_at >= LAST_USE_GRANULARITY
+
+
+async def touch_token(session: AsyncSession, token_id: int, *, now: datetime,
+                      remote: str | None) -> None:
+    """Note a use of the token (time and address)."""
+    await session.execute(update(ApiToken).where(ApiToken.id == token_id)
+                          .values(last_used_at=now, last_used_ip=(remote or "")[:100]))
+
+
+async def authenticate(session: AsyncSession, token: str, *, now: datetime | None = None,
+                       remote: str | None = None) -> ApiToken | None:
+    """:func:`find_token`, with the last use noted in the same (write) session."""
+    now = now or utcnow()
+    row = await find_token(session, token, now=now)
+    if row is not None and needs_touch(row, now):
+        await touch_token(session, row.id, now=now, remote=remote)
         row.last_used_at = now
     return row
 
