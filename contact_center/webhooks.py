@@ -47,7 +47,17 @@ WEBHOOK_EVENTS: dict[str, str] = {
     "care_task.created": "care_task.created",
 }
 """Internal event name → the public name subscribers use (a message is an interaction)."""
-PUBLIC_EVENTS = (*sorted(set(WEBHOOK_EVENTS.values())), "webhook.test")
+PUBLIC_EVENTS = (*sorted({*WEBHOOK_EVENTS.values(), "note.created"}), "webhook.test")
+
+
+def public_name(event: Event) -> str | None:
+    """The name subscribers know an event by; internal notes are ``note.created``, not
+    messages; ``None`` for events that stay inside."""
+    name = WEBHOOK_EVENTS.get(event.name)
+    if name == "message.created" and "internal" in (event.data.get("direction"),
+                                                    event.data.get("channel")):
+        return "note.created"
+    return name
 
 
 def check_target(url: str, *, allow_private: bool) -> None:
@@ -115,7 +125,7 @@ class WebhookRecorder:
     async def __call__(self, event: Event) -> None:
         """Record the event for its subscribers (internal events without a public name are
         not sent)."""
-        public = WEBHOOK_EVENTS.get(event.name)
+        public = public_name(event)
         if public is None:
             return
         wanted = await self._wanted_events()

@@ -36,7 +36,7 @@ async def list_webhooks(call: ApiCall) -> WebhookList:
 @router.route("POST", "/webhooks", scope=SCOPE, summary="Subscribe a URL to events", tag=TAG,
               body=WebhookIn, response=WebhookOut, status=201)
 async def create_webhook(call: ApiCall) -> WebhookOut:
-    """Events: customer.created/updated/deleted/merged/erased, message.created,
+    """Events: customer.created/updated/deleted/merged/erased, message.created, note.created,
     ticket.created/updated, conversation.assigned, care_task.created, webhook.test, or
     ``*``. The answer holds the signing secret, shown this once."""
     body: WebhookIn = call.body

@@ -100,6 +100,8 @@ async def test_events_reach_the_receiver_signed(db: Database, receiver: Receiver
     await events.publish([
         Event("ticket.created", {"ticket_id": 7, "number": "T-000007"}),
         Event("interaction.logged", {"interaction_id": 3, "conversation_id": 2}),
+        Event("interaction.logged", {"interaction_id": 4, "direction": "internal",
+                                     "channel": "internal"}),  # a note: not a message
         Event("ticket.updated", {"ticket_id": 7}),  # not subscribed
         Event("notification", {"x": 1}),  # internal only
     ])
