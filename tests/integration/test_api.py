@@ -13,7 +13,7 @@ from crm_core.db import Database
 from crm_core.models import ApiToken, AuditLog, Customer, OutboxMessage
 from crm_core.services.api_tokens import hash_token, revoke_token
 from tests.integration.api_support import api_client, bearer, issue_token
-from tests.integration.console_support import seed_conversation
+from tests.integration.console_support import add_agent, seed_conversation
 
 
 def error_of(body: dict) -> dict:
@@ -203,9 +203,11 @@ async def test_customers_crud_search_pages_and_identities(db: Database, tmp_path
 
 async def test_reply_goes_through_the_outbox(db: Database, tmp_path: Path) -> None:
     seeded = await seed_conversation(db)
+    agent_id = await add_agent(db, "li", name="李娜")
     client = await api_client(db, tmp_path)
     try:
-        headers = bearer(await issue_token(db, ["conversations:read", "conversations:write"]))
+        headers = bearer(await issue_token(db, ["conversations:read", "conversations:write"],
+                                           agent_id=agent_id))
         response = await client.post(f"/api/v1/conversations/{seeded.conversation_id}/messages",
                                      headers=headers, json={"text": "已为您重开发票。"})
         assert response.status == 202
@@ -218,6 +220,7 @@ async def test_reply_goes_through_the_outbox(db: Database, tmp_path: Path) -> No
             headers=headers)).json()
         assert [m["direction"] for m in messages["items"]] == ["inbound", "outbound"]
         assert messages["items"][1]["text"] == "已为您重开发票。"
+        assert messages["items"][1]["agent_id"] == agent_id  # the token acts for its agent
         listed = await (await client.get(
             f"/api/v1/conversations?customer_id={seeded.customer_id}", headers=headers)).json()
         assert [c["id"] for c in listed["items"]] == [seeded.conversation_id]
