@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -49,16 +50,47 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "database_revision": current})
 
 
+LANDING_CSS = """body{font-family:system-ui,"WenQuanYi Micro Hei",sans-serif;margin:3rem;color:#222}
+td{padding:.2rem 1rem .2rem 0}"""
+PAGE_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'")
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The usual headers on every answer; a strict CSP on our own HTML pages (the web chat
+    widget and the console set their own first)."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _harden(exc)
+        raise
+    _harden(response)
+    return response
+
+
+def _harden(response: web.StreamResponse) -> None:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if (response.content_type or "").startswith("text/html"):
+        response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+
+
+async def landing_css(_request: web.Request) -> web.Response:
+    """The landing page's style sheet (no inline styles under the CSP)."""
+    return web.Response(text=LANDING_CSS, content_type="text/css")
+
+
 INDEX_PAGE = """<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8"><title>Contact center · 客户联络中心</title>
-<style>body{{font-family:system-ui,"WenQuanYi Micro Hei",sans-serif;margin:3rem;color:#222}}
-td{{padding:.2rem 1rem .2rem 0}}</style></head>
+<link rel="stylesheet" href="/landing.css"></head>
 <body><h1>Contact center · 客户联络中心</h1>
 <p>The service is running. 服务运行中。</p>
 <table><tr><td>Customers · 客户</td><td>{customers}</td></tr>
 <tr><td>Open tickets · 未结工单</td><td>{tickets}</td></tr>
 <tr><td>Agents · 坐席</td><td>{agents}</td></tr></table>
-<p><a href="/console/">Agent console · 坐席工作台</a></p>
+<p><a href="/console/">Agent console · 坐席工作台</a> ·
+<a href="/api/docs">API</a></p>
 <p><a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></p></body></html>
 """
 
@@ -119,7 +151,12 @@ def create_app(
     from contact_center.unsubscribe import setup_campaign_links
 
     setup_campaign_links(app, settings, app[DATABASE_KEY], app[ENGINE_KEY])
+    from contact_center.api import setup_api
+
+    setup_api(app, settings, app[DATABASE_KEY], app[ENGINE_KEY], redis)
+    app.middlewares.append(security_headers)
     app.router.add_get("/", index)
+    app.router.add_get("/landing.css", landing_css)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
@@ -186,6 +223,11 @@ async def serve_forever(settings: Settings) -> None:
 
         background.append(asyncio.create_task(
             run_embedded_scheduler(settings, database, engine, stop)))
+        from contact_center.webhooks import build_sender, webhook_loop
+
+        background.append(asyncio.create_task(webhook_loop(
+            build_sender(settings, database), stop,
+            idle_wait=settings.api.webhook_poll_seconds)))
     if settings.email.mailboxes and settings.email.fetch_in_serve:
         readers = imap_readers(settings, database, engine.publish)
         background.append(asyncio.create_task(run_intake(readers, stop)))

@@ -154,6 +154,9 @@ def _register_command_groups() -> None:
 
     main.add_command(scheduler_cmds.scheduler)
     main.add_command(scheduler_cmds.campaigns)
+    from contact_center.commands import api_cmds
+
+    main.add_command(api_cmds.api)
 
 
 _register_command_groups()

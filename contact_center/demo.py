@@ -69,6 +69,10 @@ DEMO_ACTOR = "demo"
 """The actor named in the audit log for everything the demo loader writes."""
 DEMO_ADMIN_LOGIN = "admin"
 DEMO_ADMIN_PASSWORD = "admin-demo-2026"
+DEMO_API_TOKEN = "cct_demo-read-only-2026"
+"""A read-only API token of the demo (known, so the README's curl examples run as is)."""
+DEMO_API_SCOPES = ["campaigns:read", "conversations:read", "customers:read", "reports:read",
+                   "tickets:read"]
 DEMO_AGENT_PASSWORD = "agent-demo-2026"
 DEMO_CUSTOMER_COUNT = 200
 DEMO_CONVERSATION_COUNT = 25
@@ -1430,6 +1434,8 @@ def login_lines() -> list[str]:
     return [
         f"sign in as {DEMO_ADMIN_LOGIN} / {DEMO_ADMIN_PASSWORD} (administrator)",
         f"agents ({agents}) / {DEMO_AGENT_PASSWORD}",
+        f"read-only API token: {DEMO_API_TOKEN}  (curl -H 'Authorization: Bearer "
+        f"{DEMO_API_TOKEN}' http://127.0.0.1:8080/api/v1/tickets?open=true)",
     ]
 
 
@@ -1466,8 +1472,21 @@ async def load_demo(
         summary = DemoSummary(loaded=True, existing_customers=existing)
         await write_dataset(session, build_dataset(seed=seed, now=now), summary, region=region,
                             now=now)
+        await _write_api_token(session)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+async def _write_api_token(session: AsyncSession) -> None:
+    """The demo's read-only API token (kept when it exists)."""
+    from crm_core.models import ApiToken
+    from crm_core.services.api_tokens import hash_token
+
+    digest = hash_token(DEMO_API_TOKEN)
+    if await session.scalar(select(ApiToken.id).where(ApiToken.token_hash == digest)) is None:
+        session.add(ApiToken(name="Demo (read-only)", token_hash=digest,
+                             prefix=DEMO_API_TOKEN[:12], scopes=DEMO_API_SCOPES,
+                             created_by="demo"))
 
 
 async def write_dataset(

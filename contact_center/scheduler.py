@@ -693,7 +693,11 @@ async def run_scheduler(settings: Any, *, once: bool = False) -> TickReport | No
     database = open_database(settings)
     redis = redis_client(settings)
     try:
-        scheduler = build_scheduler(settings, database, events=build_events(redis))
+        from contact_center.webhooks import attach_recorder
+
+        events = build_events(redis)
+        attach_recorder(events, database)
+        scheduler = build_scheduler(settings, database, events=events)
         if once:
             return await scheduler.tick()
         stop = asyncio.Event()

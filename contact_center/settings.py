@@ -462,6 +462,28 @@ class AnalyticsSettings(BaseModel):
     """The local hour from which it goes out on that day."""
 
 
+class ApiSettings(BaseModel):
+    """``[api]``: the public REST API and outbound webhooks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_limit_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    """Requests one token may make per minute unless the token sets its own limit."""
+    max_body_kb: int = Field(default=1024, ge=1, le=102_400)
+    """Largest JSON body accepted; bigger requests get 413."""
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    """Attempts per delivery (exponential backoff between them) before it is given up."""
+    webhook_backoff_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """The first retry waits this long; each next one twice as long (capped at a day)."""
+    webhook_disable_after: int = Field(default=20, ge=1, le=10_000)
+    """Consecutive failed attempts after which a subscription is switched off."""
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=600)
+    """How often the delivery loop looks for due deliveries when it found none."""
+    webhook_allow_private: bool = True
+    """Whether webhook URLs may point at loopback/private addresses (off for SaaS-like setups)."""
+
+
 class Settings(BaseSettings):
     """Everything a contact-center process needs to know at start-up."""
 
@@ -492,6 +514,7 @@ class Settings(BaseSettings):
     campaigns: CampaignSettings = Field(default_factory=lambda: CampaignSettings())
     analytics: AnalyticsSettings = AnalyticsSettings()
     bot: BotSettings = Field(default_factory=lambda: BotSettings())
+    api: ApiSettings = ApiSettings()
 
     @field_validator("database_url")
     @classmethod

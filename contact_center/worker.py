@@ -74,9 +74,13 @@ async def run_worker(settings: Settings, *, concurrency: int = 1) -> None:
         dispatcher = build_dispatcher(settings, database, redis=redis, events=engine.events)
         log.info("worker.started", worker=worker_name(), bus=type(engine.bus).__name__,
                  batch_size=engine.batch_size)
+        from contact_center.webhooks import build_sender, webhook_loop
+
         await asyncio.gather(
             run_routing(engine, stop, concurrency), dispatch_loop(dispatcher, stop),
             handoff_loop(engine, stop, settings.bot.handoff_check_seconds),
+            webhook_loop(build_sender(settings, database), stop,
+                         idle_wait=settings.api.webhook_poll_seconds),
         )
     finally:
         await database.dispose()

@@ -7,11 +7,19 @@ Only the verbs the contact center uses: ``<Say language>``, ``<Play>``, ``<Gathe
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from routing.flows import Gather, Say
+
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` without the characters XML 1.0 forbids."""
+    return _XML_ILLEGAL.sub("", text)
 
 
 @dataclass
@@ -110,6 +118,13 @@ class TwiML:
         return self
 
     def to_xml(self) -> str:
-        """The document, UTF-8 XML with its declaration."""
+        """The document, UTF-8 XML with its declaration (characters XML 1.0 cannot hold,
+        such as control characters in a caller's name, are dropped: ElementTree would
+        write them raw and the provider would reject the whole document)."""
+        for element in self.root.iter():
+            if element.text:
+                element.text = xml_safe(element.text)
+            for name, value in element.attrib.items():
+                element.attrib[name] = xml_safe(value)
         body = ET.tostring(self.root, encoding="unicode")
         return '<?xml version="1.0" encoding="UTF-8"?>\n' + body

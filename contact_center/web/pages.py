@@ -31,6 +31,9 @@ def setup_pages(app: web.Application, settings: Settings, database: Database,
 
     setup_customers(app)
     setup_admin(app)
+    from contact_center.web.api_admin import setup_api_admin
+
+    setup_api_admin(app)
 
     # Care campaigns with their results, and care tasks (campaigns.py).
     from contact_center.web.campaigns import setup_campaigns

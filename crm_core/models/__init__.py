@@ -2,6 +2,7 @@
 
 from crm_core.models.admin import AuditLog, Segment
 from crm_core.models.agent import Agent, Team, agent_teams
+from crm_core.models.api import ApiToken, WebhookDelivery, WebhookSubscription
 from crm_core.models.base import Base, utcnow
 from crm_core.models.bot import (
     BotSession,
@@ -58,6 +59,7 @@ __all__ = [
     "Agent",
     "AgentRole",
     "AgentSession",
+    "ApiToken",
     "AuditLog",
     "Availability",
     "Base",
@@ -115,6 +117,8 @@ __all__ = [
     "TicketPriority",
     "TicketStatus",
     "UnansweredQuestion",
+    "WebhookDelivery",
+    "WebhookSubscription",
     "agent_teams",
     "ticket_number",
     "utcnow",

@@ -314,6 +314,19 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
     ("POST", "/console/bot/flows"): (
         Case(admins(400), form={"source": "[flows.main\n"}, note="not TOML: nothing saved"),),
     ("GET", "/console/bot/metrics"): (Case(supervisors()), Case(supervisors(), query="days=7")),
+    # API tokens and webhooks (contact_center/web/api_admin.py).
+    ("GET", "/console/admin/api"): (Case(admins()),),
+    ("POST", "/console/admin/api/tokens"): (Case(admins(400), form={"name": ""}),),
+    ("POST", "/console/admin/api/tokens/{token_id}/revoke"): (
+        Case(admins(404), params={"token_id": "=999999"}, note="no such token"),),
+    ("POST", "/console/admin/api/webhooks"): (Case(admins(400), form={"name": ""}),),
+    ("GET", "/console/admin/api/webhooks/{webhook_id}"): (
+        Case(admins(404), params={"webhook_id": "=999999"}, note="no such webhook"),),
+    ("POST", "/console/admin/api/webhooks/{webhook_id}/test"): (
+        Case(admins(404), params={"webhook_id": "=999999"}, note="no such webhook"),),
+    ("POST", "/console/admin/api/webhooks/{webhook_id}/toggle"): (
+        Case(admins(404), params={"webhook_id": "=999999"}, form={"active": "1"},
+             note="no such webhook"),),
 }
 
 def console_routes(app: object) -> set[tuple[str, str]]:
