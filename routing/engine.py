@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.db import Database
 from crm_core.models import Interaction
+from routing import metrics
 from routing.bus import DatabaseBus, Delivery
 from routing.context import RoutingConfig, RoutingContext, StopProcessing
 from routing.envelope import InboundMessage
@@ -177,7 +178,10 @@ class RoutingEngine:
     async def publish(self, envelope: InboundMessage) -> bool:
         """Hand an envelope to the bus (what channel adapters call)."""
         key = envelope.idempotency_key
-        return bool(await self.bus.publish(self.topic, key, envelope.to_json()))
+        added = bool(await self.bus.publish(self.topic, key, envelope.to_json()))
+        if added:
+            metrics.MESSAGES_PUBLISHED.labels(envelope.channel.value).inc()
+        return added
 
     async def handle(self, delivery: Delivery) -> Outcome:
         """Process one delivery to its end: routed, duplicate, retried, dead or lost."""
@@ -386,8 +390,15 @@ class RoutingEngine:
         """One line per envelope: processed, lease lost, malformed or failed."""
         delivery, outcome = item.delivery, item.outcome or Outcome("lost")
         bound = log.bind(message_id=delivery.key, attempt=delivery.attempts)
+        channel = "unknown"
         if item.envelope is not None:
-            bound = bound.bind(channel=item.envelope.channel.value)
+            channel = item.envelope.channel.value
+            bound = bound.bind(channel=channel)
+        metrics.MESSAGES_IN.labels(channel, outcome.status).inc()
+        if outcome.status in DONE:
+            metrics.PROCESSING_SECONDS.labels(channel).observe(item.ms / 1000)
+        elif outcome.status != "lost":
+            metrics.ERRORS.labels("routing").inc()
         if outcome.status in DONE:
             bound.info("routing.processed", outcome=outcome.status, customer_id=item.customer_id,
                        ticket=item.ticket, ms=item.ms)
@@ -415,6 +426,7 @@ class RoutingEngine:
             try:
                 handled = await self.run_once(worker)
             except Exception:
+                metrics.ERRORS.labels("routing").inc()
                 log.exception("routing.batch_aborted", worker=worker)
                 handled = 0
             if not handled:

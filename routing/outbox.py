@@ -28,6 +28,7 @@ from crm_core.models import (
     Ticket,
     utcnow,
 )
+from routing import metrics
 from routing.adapters import ChannelRegistry, PermanentSendError
 from routing.bus import RetryPolicy
 from routing.envelope import AttachmentRef, OutboundMessage, SenderHandles, ThreadHints
@@ -268,6 +269,7 @@ class OutboxDispatcher:
                         .where(Interaction.id == message.interaction_id)
                         .values(message_ref=provider_id)
                     )
+                metrics.MESSAGES_OUT.labels(message.channel.value, "sent").inc()
                 bound.info("outbox.sent", provider_id=provider_id)
                 return
             final = permanent or message.attempts >= self.policy.max_attempts
@@ -281,6 +283,9 @@ class OutboxDispatcher:
                     next_attempt_at=utcnow() + self.policy.delay(message.attempts),
                 )
             )
+            metrics.MESSAGES_OUT.labels(message.channel.value,
+                                        "failed" if final else "retry").inc()
+            metrics.ERRORS.labels("outbox").inc()
             bound.warning("outbox.send_failed", error=error, final=final,
                           attempts=message.attempts)
 
