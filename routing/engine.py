@@ -64,6 +64,37 @@ _SET_RULE_HITS = (
 )
 
 
+OUTAGE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+"""Connection failures, and a server shutting down or starting up (PostgreSQL)."""
+MAX_OUTAGE_WAIT = 120.0
+"""How long a batch waits for its database to come back before it is given up (its
+entries are then redelivered after their lease)."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether an error means the database cannot be reached (nothing to do with the
+    envelope): a broken or refused connection, a server shutting down or starting up."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError | ConnectionError | InterfaceError):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(state, str) and state.startswith(OUTAGE_SQLSTATES):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class DatabaseUnavailable(Exception):
+    """The database stayed unreachable for longer than a batch waits for it."""
+
+
 class LeaseLost(Exception):
     """Another worker took the entry over while this one was still working on it."""
 
@@ -224,6 +255,11 @@ class RoutingEngine:
         except Exception as exc:
             for item in chunk:
                 item.reset()
+            if is_outage(exc):
+                # Not the envelopes' fault: wait for the database and try them again,
+                # without spending their attempts.
+                await self._wait_for_database(todo, clock, exc)
+                return 0
             if len(chunk) == 1:
                 return await self._fail_alone(chunk[0], exc)
             log.warning(
@@ -370,6 +406,34 @@ class RoutingEngine:
         events = [event for item in taken for event in item.events]
         if events:
             await self.events.publish(events)
+
+    async def _wait_for_database(
+        self, todo: list[_Item], clock: _LeaseClock, exc: Exception
+    ) -> None:
+        """Wait until the database answers again, keeping the batch's leases on Redis."""
+        log.warning("routing.database_unavailable", error=f"{type(exc).__name__}: {exc}",
+                    waiting=len(todo))
+        metrics.ERRORS.labels("database").inc()
+        started = time.monotonic()
+        delay = 0.2
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            if not self.ack_in_transaction and clock.due(self._half_lease / 2):
+                with contextlib.suppress(Exception):
+                    await self.bus.touch_many([item.delivery for item in todo])
+                    clock.renewed_at = time.monotonic()
+            try:
+                async with self.database.sessions() as session:
+                    await session.execute(text("SELECT 1"))
+            except Exception as again:
+                if not is_outage(again):
+                    return
+                if time.monotonic() - started > MAX_OUTAGE_WAIT:
+                    raise DatabaseUnavailable(str(again)) from again
+                continue
+            log.info("routing.database_back", seconds=round(time.monotonic() - started, 1))
+            return
 
     async def _fail_alone(self, item: _Item, exc: Exception) -> int:
         """A one-envelope transaction that failed: retry or dead-letter the envelope."""

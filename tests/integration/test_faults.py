@@ -1,0 +1,229 @@
+"""Crashes and outages with real processes on PostgreSQL + Redis: nothing is lost, nothing
+is recorded twice.
+
+The servers here are our own (``tests/faultservers.py``), never the shared ones: the
+tests kill and restart them. Each test is bounded in time; a missing binary skips on a
+developer machine and fails under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from crm_core.db import Database
+from crm_core.models import Channel
+from routing.envelope import InboundMessage, SenderHandles, ThreadHints
+from routing.redis_bus import RedisStreamBus
+from tests.conftest import require_service, run_blocking
+from tests.faultservers import PrivatePostgres, PrivateRedis, Process
+
+pytestmark = pytest.mark.postgres
+TEMPLATE = "cc_faults_template"
+
+
+@pytest.fixture(scope="session")
+def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgres]:
+    """Our own PostgreSQL cluster, with a migrated template database for every test."""
+    try:
+        server = PrivatePostgres()
+    except FileNotFoundError as exc:
+        require_service("PostgreSQL server binaries", str(exc))
+    try:
+        server.init()
+    except Exception as exc:
+        log = server.log()
+        server.destroy()
+        require_service("a private PostgreSQL", f"{exc}\n{log}")
+    try:
+        run_blocking(_admin(server, f'CREATE DATABASE "{TEMPLATE}"'))
+        logs = tmp_path_factory.mktemp("faults-migrate")
+        migrate = Process(["migrate"], process_env(server.url(TEMPLATE), None),
+                          logs / "migrate.log")
+        assert migrate.popen.wait(120) == 0, migrate.output()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def private_redis() -> Iterator[PrivateRedis]:
+    """Our own Redis, with an append-only file synced on every write."""
+    try:
+        server = PrivateRedis()
+    except FileNotFoundError as exc:
+        require_service("redis-server", str(exc))
+    try:
+        server.start()
+    except Exception as exc:
+        server.destroy()
+        require_service("a private Redis", str(exc))
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+async def _admin(server: PrivatePostgres, statement: str) -> None:
+    database = Database(server.admin_url)
+    try:
+        async with database.engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.execute(text(statement))
+    finally:
+        await database.dispose()
+
+
+def process_env(database_url: str, redis_url: str | None, **extra: str) -> dict[str, str]:
+    """The environment of a child process: ours without any contact-center setting."""
+    env = {
+        name: value for name, value in os.environ.items()
+        if not name.startswith("CC_") and name not in {"DATABASE_URL", "REDIS_URL"}
+    }
+    env.update(DATABASE_URL=database_url, CC_LOG__FORMAT="json", CC_LOG__LEVEL="WARNING",
+               CC_ROUTING__LEASE_SECONDS="3", CC_ROUTING__MAX_ATTEMPTS="50",
+               CC_ROUTING__RETRY_BASE_SECONDS="0.2")
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Deployment:
+    """One test's database and Redis, and the processes it started."""
+
+    postgres: PrivatePostgres
+    redis_server: PrivateRedis
+    database_name: str
+    logs: Path
+    redis: Redis
+    database: Database
+    processes: list[Process]
+
+    @property
+    def database_url(self) -> str:
+        """The test's own database."""
+        return self.postgres.url(self.database_name)
+
+    def start(self, *args: str, **env: str) -> Process:
+        """Start ``contact-center ARGS`` against this deployment."""
+        name = f"{args[0]}-{len(self.processes)}.log"
+        process = Process(list(args), process_env(self.database_url, self.redis_server.url,
+                                                  **env), self.logs / name)
+        self.processes.append(process)
+        return process
+
+    def outputs(self) -> str:
+        """What every process wrote, for a failure message."""
+        return "\n".join(f"--- {' '.join(p.args)} ({p.pid})\n{p.output()}"
+                         for p in self.processes)
+
+
+@pytest.fixture
+async def deployment(
+    private_postgres: PrivatePostgres, private_redis: PrivateRedis, tmp_path: Path
+) -> AsyncIterator[Deployment]:
+    """A fresh database (from the migrated template) and an empty Redis."""
+    name = f"faults_{uuid.uuid4().hex[:10]}"
+    await _admin(private_postgres, f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    redis = Redis.from_url(private_redis.url)
+    await redis.flushall()
+    database = Database(private_postgres.url(name))
+    found = Deployment(private_postgres, private_redis, name, tmp_path, redis, database, [])
+    try:
+        yield found
+    finally:
+        for process in found.processes:
+            process.stop()
+        await redis.aclose()
+        await database.dispose()
+
+
+def chat(run: str, number: int, senders: int = 100) -> InboundMessage:
+    """Message ``number`` of a run, from one of ``senders`` Telegram users."""
+    sender = str(900_000 + number % senders)
+    return InboundMessage(
+        channel=Channel.TELEGRAM, idempotency_key=f"fault:{run}:{number}",
+        received_at=datetime.now(UTC),
+        sender=SenderHandles(telegram_id=sender, display_name=f"Fault {sender}"),
+        thread=ThreadHints(chat_id=sender), text=f"message {number}",
+    )
+
+
+async def publish_all(redis: Redis, run: str, count: int) -> None:
+    """Publish as an adapter does, retrying through a Redis outage (a publish is once per
+    key, so a retry after a lost answer adds nothing)."""
+    bus = RedisStreamBus(redis)
+    for number in range(count):
+        envelope = chat(run, number)
+        while True:
+            try:
+                await bus.publish("inbound", envelope.idempotency_key, envelope.to_json())
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+
+
+async def recorded(database: Database, run: str) -> tuple[int, int]:
+    """How many interactions of a run exist, and how many distinct keys they have."""
+    async with database.sessions() as session:
+        row = (await session.execute(
+            text("SELECT count(*), count(DISTINCT external_id) FROM interactions "
+                 "WHERE external_id LIKE :pattern"), {"pattern": f"fault:{run}:%"},
+        )).one()
+    return int(row[0]), int(row[1])
+
+
+async def wait_recorded(
+    found: Deployment, run: str, count: int, within: float
+) -> tuple[int, int]:
+    """Wait until ``count`` interactions of the run exist (or the time is up)."""
+    deadline = time.monotonic() + within
+    seen = (0, 0)
+    while time.monotonic() < deadline:
+        try:
+            seen = await recorded(found.database, run)
+        except Exception:
+            seen = seen  # the database may be restarting
+        if seen[0] >= count:
+            break
+        await asyncio.sleep(0.5)
+    return seen
+
+
+async def dead_letters(redis: Redis) -> int:
+    """Entries that failed every attempt."""
+    return int(await redis.xlen("cc:bus:inbound:dead"))
+
+
+async def test_kill_9_of_workers_loses_and_duplicates_nothing(deployment: Deployment) -> None:
+    run, count = uuid.uuid4().hex[:8], 5000
+    workers = [deployment.start("worker", "--concurrency", "2") for _ in range(2)]
+    publisher = asyncio.create_task(publish_all(deployment.redis, run, count))
+    rng = random.Random()
+    kills = 0
+    deadline = time.monotonic() + 90
+    while kills < 5 and time.monotonic() < deadline:
+        await asyncio.sleep(rng.uniform(0.5, 2.5))
+        victim = rng.randrange(len(workers))
+        workers[victim].kill9()
+        kills += 1
+        workers[victim] = deployment.start("worker", "--concurrency", "2")
+    await asyncio.wait_for(publisher, 60)
+    total, distinct = await wait_recorded(deployment, run, count, within=90)
+    assert kills == 5
+    assert (total, distinct) == (count, count), deployment.outputs()
+    assert await dead_letters(deployment.redis) == 0
+    assert all(worker.alive() for worker in workers), deployment.outputs()
