@@ -432,7 +432,7 @@ class RoutingEngine:
                 if time.monotonic() - started > MAX_OUTAGE_WAIT:
                     raise DatabaseUnavailable(str(again)) from again
                 continue
-            log.info("routing.database_back", seconds=round(time.monotonic() - started, 1))
+            log.warning("routing.database_back", seconds=round(time.monotonic() - started, 1))
             return
 
     async def _fail_alone(self, item: _Item, exc: Exception) -> int:

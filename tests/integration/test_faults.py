@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -227,3 +228,59 @@ async def test_kill_9_of_workers_loses_and_duplicates_nothing(deployment: Deploy
     assert (total, distinct) == (count, count), deployment.outputs()
     assert await dead_letters(deployment.redis) == 0
     assert all(worker.alive() for worker in workers), deployment.outputs()
+
+
+async def wait_for(condition: Any, within: float, step: float = 0.2) -> bool:
+    """Poll an async condition until true or the time is up; errors count as false."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if await condition():
+                return True
+        except Exception:
+            pass
+        await asyncio.sleep(step)
+    return False
+
+
+async def test_redis_restart_during_the_flow_loses_nothing(deployment: Deployment) -> None:
+    run, count = uuid.uuid4().hex[:8], 1000
+    workers = [deployment.start("worker") for _ in range(2)]
+    publisher = asyncio.create_task(publish_all(deployment.redis, run, count))
+
+    async def some_recorded() -> bool:
+        return (await recorded(deployment.database, run))[0] >= 100
+
+    assert await wait_for(some_recorded, 60), deployment.outputs()
+    deployment.redis_server.kill()
+    await asyncio.sleep(2)  # adapters and workers meet a refused connection meanwhile
+    during = (await recorded(deployment.database, run))[0]
+    deployment.redis_server.start()
+    await asyncio.wait_for(publisher, 60)
+    total, distinct = await wait_recorded(deployment, run, count, within=90)
+    assert during < count  # the outage really was during the flow
+    assert (total, distinct) == (count, count), deployment.outputs()
+    assert await dead_letters(deployment.redis) == 0
+    assert all(worker.alive() for worker in workers), deployment.outputs()
+
+
+async def test_postgres_restart_during_the_flow_workers_reconnect(
+    deployment: Deployment,
+) -> None:
+    run, count = uuid.uuid4().hex[:8], 1000
+    workers = [deployment.start("worker") for _ in range(2)]
+    await publish_all(deployment.redis, run, count)
+
+    async def some_recorded() -> bool:
+        return (await recorded(deployment.database, run))[0] >= 100
+
+    assert await wait_for(some_recorded, 60), deployment.outputs()
+    await asyncio.to_thread(deployment.postgres.stop, "immediate")
+    await asyncio.sleep(2)
+    await asyncio.to_thread(deployment.postgres.start)
+    total, distinct = await wait_recorded(deployment, run, count, within=90)
+    assert (total, distinct) == (count, count), deployment.outputs()
+    assert await dead_letters(deployment.redis) == 0
+    assert all(worker.alive() for worker in workers), deployment.outputs()
+    logs = "".join(p.log_path.read_text(errors="replace") for p in deployment.processes)
+    assert "routing.database_unavailable" in logs and "routing.database_back" in logs
