@@ -9,6 +9,7 @@ developer machine and fails under ``CI=true``.
 from __future__ import annotations
 
 import asyncio
+import email
 import os
 import random
 import time
@@ -24,11 +25,14 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 
 from crm_core.db import Database
-from crm_core.models import Channel
+from crm_core.models import Channel, Conversation
+from crm_core.services.customers import create_customer
 from routing.envelope import InboundMessage, SenderHandles, ThreadHints
+from routing.outbox import enqueue_reply
 from routing.redis_bus import RedisStreamBus
 from tests.conftest import require_service, run_blocking
 from tests.faultservers import PrivatePostgres, PrivateRedis, Process
+from tests.mailservers import SmtpSink
 
 pytestmark = pytest.mark.postgres
 TEMPLATE = "cc_faults_template"
@@ -284,3 +288,69 @@ async def test_postgres_restart_during_the_flow_workers_reconnect(
     assert all(worker.alive() for worker in workers), deployment.outputs()
     logs = "".join(p.log_path.read_text(errors="replace") for p in deployment.processes)
     assert "routing.database_unavailable" in logs and "routing.database_back" in logs
+
+
+async def queue_replies(database: Database, count: int) -> None:
+    """``count`` e-mail replies in the outbox of one conversation."""
+    async with database.transaction() as session:
+        customer = await create_customer(session, {
+            "display_name": "Outage", "language": "en",
+            "identities": [{"kind": "email", "value": "outage@example.com"}],
+        }, actor="test", region="CN")
+        conversation = Conversation(customer_id=customer.id, channel=Channel.EMAIL,
+                                    subject="Outage")
+        session.add(conversation)
+        await session.flush()
+        for number in range(count):
+            await enqueue_reply(
+                session, conversation=conversation, customer=customer, channel=Channel.EMAIL,
+                to=SenderHandles(email="outage@example.com"), text=f"reply {number}",
+                subject="Outage",
+            )
+
+
+async def outbox_states(database: Database) -> dict[str, int]:
+    """How many outbox messages are in each state, and the most attempts of one."""
+    async with database.sessions() as session:
+        rows = (await session.execute(
+            text("SELECT status, count(*), max(attempts) FROM outbox GROUP BY status")
+        )).all()
+    states = {str(status): int(number) for status, number, _most in rows}
+    states["max_attempts"] = max((int(most) for _s, _n, most in rows), default=0)
+    return states
+
+
+async def test_smtp_down_for_a_while_the_outbox_retries_and_delivers(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    sink = SmtpSink()
+    sink.start()
+    port = sink.port
+    sink.stop()  # down before the first try
+    count = 10
+    await queue_replies(deployment.database, count)
+    try:
+        deployment.start(
+            "worker", CC_DATA_DIR=str(tmp_path / "var"), CC_EMAIL__SMTP__HOST="127.0.0.1",
+            CC_EMAIL__SMTP__PORT=str(port), CC_EMAIL__SMTP__SECURITY="plain",
+            CC_EMAIL__SMTP__FROM_ADDRESS="support@shop.example",
+        )
+
+        async def retried() -> bool:
+            states = await outbox_states(deployment.database)
+            return states.get("pending", 0) == count and states["max_attempts"] >= 2
+
+        assert await wait_for(retried, 30), deployment.outputs()
+        sink.start(port)
+        await sink.wait_for(count, timeout=30)
+
+        async def all_sent() -> bool:
+            return (await outbox_states(deployment.database)).get("sent", 0) == count
+
+        assert await wait_for(all_sent, 30), deployment.outputs()
+        await asyncio.sleep(1)  # nothing more arrives
+        received = sink.messages
+    finally:
+        sink.stop()
+    ids = {email.message_from_bytes(mail.content)["Message-ID"] for mail in received}
+    assert len(received) == count and len(ids) == count  # each reply once
