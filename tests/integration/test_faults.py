@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import email
+import json
 import os
 import random
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -30,9 +32,10 @@ from crm_core.services.customers import create_customer
 from routing.envelope import InboundMessage, SenderHandles, ThreadHints
 from routing.outbox import enqueue_reply
 from routing.redis_bus import RedisStreamBus
-from tests.conftest import require_service, run_blocking
+from tests.conftest import Mailbox, require_service, run_blocking
 from tests.faultservers import PrivatePostgres, PrivateRedis, Process
-from tests.mailservers import SmtpSink
+from tests.mailservers import DovecotServer, SmtpSink
+from tests.mailservers import _children as children_of
 
 pytestmark = pytest.mark.postgres
 TEMPLATE = "cc_faults_template"
@@ -354,3 +357,79 @@ async def test_smtp_down_for_a_while_the_outbox_retries_and_delivers(
         sink.stop()
     ids = {email.message_from_bytes(mail.content)["Message-ID"] for mail in received}
     assert len(received) == count and len(ids) == count  # each reply once
+
+
+def imap_mail(number: int) -> bytes:
+    """A customer's e-mail with a unique Message-ID."""
+    return (
+        f"From: Lin Wei <lin.wei.{number}@example.com>\r\n"
+        f"To: support@shop.example\r\nSubject: IMAP fault {number}\r\n"
+        f"Message-ID: <imap-fault-{number}-{uuid.uuid4().hex}@example.com>\r\n"
+        "Date: Sat, 05 Dec 2026 10:00:00 +0800\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"\r\nQuestion number {number}\r\n"
+    ).encode()
+
+
+async def imap_recorded(database: Database) -> tuple[int, int]:
+    """Interactions of the IMAP test's mail, and how many different ones."""
+    async with database.sessions() as session:
+        row = (await session.execute(
+            text("SELECT count(*), count(DISTINCT subject) FROM interactions "
+                 "WHERE subject LIKE 'IMAP fault %'")
+        )).one()
+    return int(row[0]), int(row[1])
+
+
+def kill_imap_sessions(dovecot: DovecotServer) -> int:
+    """Kill the IMAP processes of our Dovecot (each serves one client connection)."""
+    killed = 0
+    for pid in children_of(dovecot.pid or 0):
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if name == "imap":
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+async def test_imap_connection_dropped_idle_reconnects_and_skips_nothing(
+    deployment: Deployment, mailbox: Mailbox, tmp_path: Path
+) -> None:
+    env = {
+        "CC_DATA_DIR": str(tmp_path / "var"),
+        "CC_EMAIL__MAILBOXES": json.dumps([{
+            "name": "support", "host": mailbox.host, "port": mailbox.port,
+            "security": "plain", "username": mailbox.user, "password": mailbox.password,
+            "address": "support@shop.example", "idle": True,
+        }]),
+    }
+    deployment.start("email", "fetch", **env)
+    deployment.start("worker", **env)
+    for number in range(5):
+        mailbox.deliver(imap_mail(number))
+
+    async def first_five() -> bool:
+        return (await imap_recorded(deployment.database))[0] >= 5
+
+    assert await wait_for(first_five, 30), deployment.outputs()
+    await asyncio.sleep(0.5)  # the reader is back in IDLE
+    assert kill_imap_sessions(mailbox.server) >= 1
+    for number in range(5, 10):  # arrives while the reader has no connection
+        mailbox.deliver(imap_mail(number))
+
+    async def all_ten() -> bool:
+        return (await imap_recorded(deployment.database))[0] >= 10
+
+    assert await wait_for(all_ten, 40), deployment.outputs()
+    mailbox.deliver(imap_mail(10))  # and IDLE works on the new connection
+
+    async def eleven() -> bool:
+        return (await imap_recorded(deployment.database))[0] >= 11
+
+    assert await wait_for(eleven, 30), deployment.outputs()
+    await asyncio.sleep(1)
+    assert await imap_recorded(deployment.database) == (11, 11)
+    logs = "".join(p.log_path.read_text(errors="replace") for p in deployment.processes)
+    assert "imap.connection_problem" in logs
