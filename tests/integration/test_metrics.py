@@ -62,10 +62,19 @@ async def test_metrics_count_routed_messages_and_sample_the_queues(db: Database)
     assert ("cc_outbox_pending", ()) in after
 
 
-async def test_webhook_errors_are_counted() -> None:
+async def test_webhook_errors_are_counted(sqlite_db: Database) -> None:
     assert webhook_name("/webhooks/telegram") == "telegram"
     assert webhook_name("/webhooks/voice/incoming") == "voice"
     assert webhook_name("/console/inbox") is None
+    app = create_app(Settings(database_url=sqlite_db.url), database=sqlite_db)
+    failed = ("cc_webhook_failures_total", (("status", "404"), ("webhook", "telegram")))
+    async with TestClient(TestServer(app)) as client:
+        before = samples(await (await client.get("/metrics")).text()).get(failed, 0)
+        # no bot configured: the webhook is not there
+        assert (await client.post("/webhooks/telegram", json={})).status == 404
+        await client.get("/console/nothing-here")  # not a webhook: not counted
+        after = samples(await (await client.get("/metrics")).text())
+    assert after[failed] - before == 1
 
 
 async def test_worker_metrics_port_serves_the_registry(db: Database) -> None:
