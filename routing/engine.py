@@ -77,8 +77,11 @@ def is_outage(exc: BaseException) -> bool:
     from sqlalchemy.exc import DBAPIError, InterfaceError
 
     seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
         seen.add(id(current))
         if isinstance(current, OSError | ConnectionError | InterfaceError):
             return True
@@ -87,7 +90,10 @@ def is_outage(exc: BaseException) -> bool:
         state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
         if isinstance(state, str) and state.startswith(OUTAGE_SQLSTATES):
             return True
-        current = current.__cause__ or current.__context__
+        # the driver's error (``orig``) and what caused or preceded this one
+        for linked in (getattr(current, "orig", None), current.__cause__, current.__context__):
+            if isinstance(linked, BaseException):
+                stack.append(linked)
     return False
 
 
@@ -255,7 +261,7 @@ class RoutingEngine:
         except Exception as exc:
             for item in chunk:
                 item.reset()
-            if is_outage(exc):
+            if is_outage(exc) and await self._database_down():
                 # Not the envelopes' fault: wait for the database and try them again,
                 # without spending their attempts.
                 await self._wait_for_database(todo, clock, exc)
@@ -406,6 +412,16 @@ class RoutingEngine:
         events = [event for item in taken for event in item.events]
         if events:
             await self.events.publish(events)
+
+    async def _database_down(self) -> bool:
+        """Whether the database cannot be reached right now (a connection error that a
+        step raised while the database answers is the step's failure, retried as such)."""
+        try:
+            async with asyncio.timeout(10), self.database.sessions() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as exc:
+            return is_outage(exc) or isinstance(exc, TimeoutError)
+        return False
 
     async def _wait_for_database(
         self, todo: list[_Item], clock: _LeaseClock, exc: Exception
