@@ -29,9 +29,26 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _redis_problem(app: web.Application) -> str | None:
+    """Why Redis (when configured) is not usable, else ``None``."""
+    redis = getattr(app[ENGINE_KEY].bus, "redis", None)
+    if redis is None:
+        return None
+    try:
+        await asyncio.wait_for(redis.ping(), timeout=5)
+    except Exception as exc:
+        log.warning("readyz.redis_unavailable", error=f"{type(exc).__name__}: {exc}")
+        return "unreachable or failing (see the log)"
+    return None
+
+
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the database answers and its schema is at the code's migration."""
+    """Readiness: the database answers and its schema is at the code's migration, and
+    Redis answers when scale-out is configured."""
     database = request.app[DATABASE_KEY]
+    redis_problem = await _redis_problem(request.app)
+    if redis_problem is not None:
+        return web.json_response({"status": "unavailable", "redis": redis_problem}, status=503)
     try:
         current = await asyncio.wait_for(schema.current_revision(database.engine), timeout=5)
     except Exception as exc:
@@ -47,7 +64,10 @@ async def readyz(request: web.Request) -> web.Response:
             {"status": "migrations pending", "database_revision": current, "code_revision": head},
             status=503,
         )
-    return web.json_response({"status": "ready", "database_revision": current})
+    body: dict[str, object] = {"status": "ready", "database_revision": current}
+    if getattr(request.app[ENGINE_KEY].bus, "redis", None) is not None:
+        body["redis"] = "ok"
+    return web.json_response(body)
 
 
 LANDING_CSS = """body{font-family:system-ui,"WenQuanYi Micro Hei",sans-serif;margin:3rem;color:#222}
@@ -91,7 +111,8 @@ INDEX_PAGE = """<!doctype html>
 <tr><td>Agents · 坐席</td><td>{agents}</td></tr></table>
 <p><a href="/console/">Agent console · 坐席工作台</a> ·
 <a href="/api/docs">API</a></p>
-<p><a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></p></body></html>
+<p><a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a> ·
+<a href="/metrics">/metrics</a></p></body></html>
 """
 
 
@@ -126,7 +147,11 @@ def create_app(
 
     # Uploads (attachments, CSV imports) up to the attachment limit plus form overhead.
     upload_limit = int(settings.email.max_attachment_mb * 1024 * 1024) + 1024 * 1024
-    app = web.Application(client_max_size=max(upload_limit, 2 * 1024 * 1024))
+    from contact_center.observability import count_webhook_failures, metrics_handler
+
+    app = web.Application(
+        client_max_size=max(upload_limit, 2 * 1024 * 1024), middlewares=[count_webhook_failures]
+    )
     app[SETTINGS_KEY] = settings
     owns_database = database is None
     app[DATABASE_KEY] = database or open_database(settings)
@@ -159,6 +184,7 @@ def create_app(
     app.router.add_get("/landing.css", landing_css)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler(app[DATABASE_KEY], app[ENGINE_KEY].bus))
     return app
 
 

@@ -13,6 +13,7 @@ import structlog
 from contact_center.runtime import open_database
 from contact_center.settings import Settings
 from contact_center.wiring import build_dispatcher, build_engine, redis_client
+from routing import metrics
 from routing.engine import RoutingEngine
 from routing.outbox import OutboxDispatcher
 
@@ -32,6 +33,7 @@ async def dispatch_loop(
         try:
             sent = await dispatcher.dispatch_once()
         except Exception:
+            metrics.ERRORS.labels("outbox").inc()
             log.exception("outbox.dispatch_failed")
             sent = 0
         if not sent:
@@ -61,17 +63,25 @@ async def run_routing(engine: RoutingEngine, stop: asyncio.Event, concurrency: i
     await asyncio.gather(*(engine.run(f"{base}:{i}", stop) for i in range(concurrency)))
 
 
-async def run_worker(settings: Settings, *, concurrency: int = 1) -> None:
-    """Route and dispatch until SIGTERM or SIGINT."""
+async def run_worker(
+    settings: Settings, *, concurrency: int = 1, metrics: tuple[str, int] | None = None
+) -> None:
+    """Route and dispatch until SIGTERM or SIGINT; ``metrics`` (host, port) serves
+    ``/metrics`` for this process."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     database = open_database(settings)
     redis = redis_client(settings)
+    metrics_runner = None
     try:
         engine = build_engine(settings, database, redis)
         dispatcher = build_dispatcher(settings, database, redis=redis, events=engine.events)
+        if metrics is not None:
+            from contact_center.observability import start_metrics_server
+
+            metrics_runner = await start_metrics_server(*metrics, database, engine.bus)
         log.info("worker.started", worker=worker_name(), bus=type(engine.bus).__name__,
                  batch_size=engine.batch_size)
         from contact_center.webhooks import build_sender, webhook_loop
@@ -83,6 +93,8 @@ async def run_worker(settings: Settings, *, concurrency: int = 1) -> None:
                          idle_wait=settings.api.webhook_poll_seconds),
         )
     finally:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await database.dispose()
         if redis is not None:
             await redis.aclose()

@@ -26,6 +26,7 @@ Concurrency
     Remaining gap: a sticky assignment locks only the owner's row, so a team assignment
     running at that very moment may count the owner's load without it, and the owner can
     end up one conversation over capacity. Capacity is a soft limit for that reason.
+    When nobody who could take the conversation is online, no lock is taken at all.
 """
 
 from __future__ import annotations
@@ -120,6 +121,18 @@ async def _sticky_owner(session: AsyncSession, owner_id: int) -> Agent | None:
     return owner if load < owner.capacity else None
 
 
+async def _anyone_online(session: AsyncSession, team_name: str | None) -> bool:
+    """Whether any active agent is online (in the team, if one is named), without locks."""
+    query = select(Agent.id).where(
+        Agent.active.is_(True), Agent.availability == Availability.ONLINE
+    )
+    if team_name is not None:
+        query = query.join(agent_teams, agent_teams.c.agent_id == Agent.id).join(
+            Team, Team.id == agent_teams.c.team_id
+        ).where(Team.name == team_name)
+    return await session.scalar(query.limit(1)) is not None
+
+
 def _round_robin(candidates: list[Agent], cursor: int | None) -> Agent:
     """The first candidate after ``cursor`` in id order, wrapping around."""
     if cursor is not None:
@@ -158,6 +171,14 @@ async def choose_assignee(
         if owner is not None:
             team = await _team(session, team_name, lock=False) if team_name else None
             return Assignment(owner.id, team.id if team else None, REASON_STICKY)
+
+    if not await _anyone_online(session, team_name):
+        # Nobody to choose from: no lock to take (it would make every worker wait for
+        # every other one's commit while the whole floor is offline, as at night).
+        team = await _team(session, team_name, lock=False) if team_name else None
+        if team_name is not None and team is None:
+            return Assignment(None, None, REASON_UNKNOWN_TEAM)
+        return Assignment(None, team.id if team else None, REASON_NO_AGENT)
 
     team: Team | None = None
     members = (

@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.db import Database
 from crm_core.models import Interaction
+from routing import metrics
 from routing.bus import DatabaseBus, Delivery
 from routing.context import RoutingConfig, RoutingContext, StopProcessing
 from routing.envelope import InboundMessage
@@ -61,6 +62,43 @@ _SET_RULE_HITS = (
     .where(_INTERACTIONS.c.id == bindparam("interaction_id"))
     .values(meta=bindparam("interaction_meta", type_=_INTERACTIONS.c.meta.type))
 )
+
+
+OUTAGE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+"""Connection failures, and a server shutting down or starting up (PostgreSQL)."""
+MAX_OUTAGE_WAIT = 120.0
+"""How long a batch waits for its database to come back before it is given up (its
+entries are then redelivered after their lease)."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether an error means the database cannot be reached (nothing to do with the
+    envelope): a broken or refused connection, a server shutting down or starting up."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError
+
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError | ConnectionError | InterfaceError):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(state, str) and state.startswith(OUTAGE_SQLSTATES):
+            return True
+        # the driver's error (``orig``) and what caused or preceded this one
+        for linked in (getattr(current, "orig", None), current.__cause__, current.__context__):
+            if isinstance(linked, BaseException):
+                stack.append(linked)
+    return False
+
+
+class DatabaseUnavailable(Exception):
+    """The database stayed unreachable for longer than a batch waits for it."""
 
 
 class LeaseLost(Exception):
@@ -177,7 +215,10 @@ class RoutingEngine:
     async def publish(self, envelope: InboundMessage) -> bool:
         """Hand an envelope to the bus (what channel adapters call)."""
         key = envelope.idempotency_key
-        return bool(await self.bus.publish(self.topic, key, envelope.to_json()))
+        added = bool(await self.bus.publish(self.topic, key, envelope.to_json()))
+        if added:
+            metrics.MESSAGES_PUBLISHED.labels(envelope.channel.value).inc()
+        return added
 
     async def handle(self, delivery: Delivery) -> Outcome:
         """Process one delivery to its end: routed, duplicate, retried, dead or lost."""
@@ -220,6 +261,11 @@ class RoutingEngine:
         except Exception as exc:
             for item in chunk:
                 item.reset()
+            if is_outage(exc) and await self._database_down():
+                # Not the envelopes' fault: wait for the database and try them again,
+                # without spending their attempts.
+                await self._wait_for_database(todo, clock, exc)
+                return 0
             if len(chunk) == 1:
                 return await self._fail_alone(chunk[0], exc)
             log.warning(
@@ -367,6 +413,44 @@ class RoutingEngine:
         if events:
             await self.events.publish(events)
 
+    async def _database_down(self) -> bool:
+        """Whether the database cannot be reached right now (a connection error that a
+        step raised while the database answers is the step's failure, retried as such)."""
+        try:
+            async with asyncio.timeout(10), self.database.sessions() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as exc:
+            return is_outage(exc) or isinstance(exc, TimeoutError)
+        return False
+
+    async def _wait_for_database(
+        self, todo: list[_Item], clock: _LeaseClock, exc: Exception
+    ) -> None:
+        """Wait until the database answers again, keeping the batch's leases on Redis."""
+        log.warning("routing.database_unavailable", error=f"{type(exc).__name__}: {exc}",
+                    waiting=len(todo))
+        metrics.ERRORS.labels("database").inc()
+        started = time.monotonic()
+        delay = 0.2
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            if not self.ack_in_transaction and clock.due(self._half_lease / 2):
+                with contextlib.suppress(Exception):
+                    await self.bus.touch_many([item.delivery for item in todo])
+                    clock.renewed_at = time.monotonic()
+            try:
+                async with self.database.sessions() as session:
+                    await session.execute(text("SELECT 1"))
+            except Exception as again:
+                if not is_outage(again):
+                    return
+                if time.monotonic() - started > MAX_OUTAGE_WAIT:
+                    raise DatabaseUnavailable(str(again)) from again
+                continue
+            log.warning("routing.database_back", seconds=round(time.monotonic() - started, 1))
+            return
+
     async def _fail_alone(self, item: _Item, exc: Exception) -> int:
         """A one-envelope transaction that failed: retry or dead-letter the envelope."""
         if isinstance(exc, LeaseLost):
@@ -386,8 +470,15 @@ class RoutingEngine:
         """One line per envelope: processed, lease lost, malformed or failed."""
         delivery, outcome = item.delivery, item.outcome or Outcome("lost")
         bound = log.bind(message_id=delivery.key, attempt=delivery.attempts)
+        channel = "unknown"
         if item.envelope is not None:
-            bound = bound.bind(channel=item.envelope.channel.value)
+            channel = item.envelope.channel.value
+            bound = bound.bind(channel=channel)
+        metrics.MESSAGES_IN.labels(channel, outcome.status).inc()
+        if outcome.status in DONE:
+            metrics.PROCESSING_SECONDS.labels(channel).observe(item.ms / 1000)
+        elif outcome.status != "lost":
+            metrics.ERRORS.labels("routing").inc()
         if outcome.status in DONE:
             bound.info("routing.processed", outcome=outcome.status, customer_id=item.customer_id,
                        ticket=item.ticket, ms=item.ms)
@@ -415,6 +506,7 @@ class RoutingEngine:
             try:
                 handled = await self.run_once(worker)
             except Exception:
+                metrics.ERRORS.labels("routing").inc()
                 log.exception("routing.batch_aborted", worker=worker)
                 handled = 0
             if not handled:

@@ -29,6 +29,7 @@ from crm_core.models import (
     Ticket,
     utcnow,
 )
+from routing import metrics
 from routing.adapters import ChannelRegistry, PermanentSendError
 from routing.bus import RetryPolicy
 from routing.envelope import AttachmentRef, OutboundMessage, SenderHandles, ThreadHints
@@ -298,6 +299,7 @@ class OutboxDispatcher:
                     refs.append({"id": message.interaction_id,
                                  "message_ref": outcome.provider_id})
                 bound.info("outbox.sent", provider_id=outcome.provider_id)
+                metrics.MESSAGES_OUT.labels(message.channel.value, "sent").inc()
                 events.append(Event(MESSAGE_SENT, data))
                 continue
             final = outcome.permanent or message.attempts >= self.policy.max_attempts
@@ -306,6 +308,9 @@ class OutboxDispatcher:
                            "next_attempt_at": now + self.policy.delay(message.attempts)})
             bound.warning("outbox.send_failed", error=outcome.error, final=final,
                           attempts=message.attempts)
+            metrics.MESSAGES_OUT.labels(message.channel.value,
+                                        "failed" if final else "retry").inc()
+            metrics.ERRORS.labels("outbox").inc()
             if final:
                 events.append(Event(MESSAGE_FAILED, {**data, "error": outcome.error[:500]}))
         async with self.database.transaction() as session:

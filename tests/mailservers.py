@@ -755,8 +755,9 @@ class SmtpSink:
         with self._lock:
             self._failures.extend([code] * count)
 
-    def start(self) -> None:
-        """Start the server on a free port (and the SMTPS one on another, if asked for)."""
+    def start(self, port: int | None = None) -> None:
+        """Start the server on ``port`` or a free one (and the SMTPS one on another, if
+        asked for); a stopped sink can start again on its old port, keeping its messages."""
         if self._controller is not None:
             raise RuntimeError("SmtpSink is already started")
         kwargs: dict[str, Any] = {}
@@ -771,7 +772,7 @@ class SmtpSink:
         if self.tls_context is not None:
             kwargs["tls_context"] = self.tls_context
             kwargs["require_starttls"] = self.require_starttls
-        self._controller, self._port = self._start_controller(kwargs)
+        self._controller, self._port = self._start_controller(kwargs, port)
         if self.implicit_tls:
             tls_kwargs: dict[str, Any] = {"ssl_context": self.tls_context}
             if self.auth_required:
@@ -783,12 +784,14 @@ class SmtpSink:
                 self.stop()
                 raise
 
-    def _start_controller(self, kwargs: dict[str, Any]) -> tuple[Controller, int]:
+    def _start_controller(
+        self, kwargs: dict[str, Any], fixed_port: int | None = None
+    ) -> tuple[Controller, int]:
         from aiosmtpd.controller import Controller
 
         last_error: Exception | None = None
-        for _attempt in range(3):
-            port = free_port()
+        for _attempt in range(3 if fixed_port is None else 20):
+            port = fixed_port or free_port()
             controller = Controller(
                 _SinkHandler(self),
                 hostname=HOST,
@@ -801,6 +804,8 @@ class SmtpSink:
                 controller.start()
             except Exception as exc:  # port taken meanwhile: try another one
                 last_error = exc
+                if fixed_port is not None:
+                    time.sleep(0.25)  # the old socket may linger a moment
                 continue
             return controller, port
         raise RuntimeError(f"SMTP sink did not start: {last_error}")

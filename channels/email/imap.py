@@ -114,6 +114,8 @@ class ImapMailbox:
         self.database = database
         self.client: aioimaplib.IMAP4 | None = None
         self.capabilities: set[str] = set()
+        self._lost = asyncio.Event()
+        """Set when the server closes the connection (a restart, a killed session)."""
         self._log = log.bind(channel="email", mailbox=config.name, folder=config.folder)
 
     # -- connection ------------------------------------------------------------------
@@ -128,13 +130,16 @@ class ImapMailbox:
     async def connect(self) -> aioimaplib.IMAP4:
         """Connect, secure the connection as configured, log in and select the folder."""
         config = self.config
-        if config.security == "tls":
-            client: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
-                config.host, config.port, timeout=config.timeout,
-                ssl_context=self._tls_context(),
-            )
-        else:
-            client = aioimaplib.IMAP4(config.host, config.port, timeout=config.timeout)
+        lost = self._lost = asyncio.Event()
+
+        def connection_lost(_exc: Exception | None) -> None:
+            lost.set()
+
+        # IMAP4 with an SSL context is IMAP4_SSL, which does not pass on conn_lost_cb.
+        client = aioimaplib.IMAP4(
+            config.host, config.port, timeout=config.timeout, conn_lost_cb=connection_lost,
+            ssl_context=self._tls_context() if config.security == "tls" else None,
+        )
         try:
             await client.wait_hello_from_server()
             if config.security == "starttls":
@@ -271,8 +276,13 @@ class ImapMailbox:
                 push = asyncio.ensure_future(
                     client.wait_server_push(timeout=self.config.idle_seconds + 30)
                 )
-                await asyncio.wait({push, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                # A dropped connection wakes no IDLE push: wait for its loss as well.
+                lost = asyncio.ensure_future(self._lost.wait())
+                await asyncio.wait({push, stopper, lost}, return_when=asyncio.FIRST_COMPLETED)
                 push.cancel()
+                lost.cancel()
+                if self._lost.is_set():
+                    raise ConnectionError("the IMAP server closed the connection")
                 client.idle_done()
                 await asyncio.wait_for(idle, self.config.timeout)
             else:

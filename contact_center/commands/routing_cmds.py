@@ -11,12 +11,19 @@ from contact_center.runtime import database_of
 @click.command()
 @click.option("--concurrency", type=int, default=1, show_default=True,
               help="Consumers in this process.")
+@click.option("--metrics-port", type=int, default=None, envvar="CC_METRICS_PORT",
+              help="Serve /metrics (Prometheus) and /healthz on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              envvar="CC_METRICS_HOST", help="Address of the metrics port.")
 @click.pass_context
-def worker(ctx: click.Context, concurrency: int) -> None:
+def worker(
+    ctx: click.Context, concurrency: int, metrics_port: int | None, metrics_host: str
+) -> None:
     """Route inbound messages from the bus and send the outbox until stopped."""
     from contact_center.worker import run_worker
 
-    run(run_worker(settings_from(ctx), concurrency=concurrency))
+    run(run_worker(settings_from(ctx), concurrency=concurrency,
+                   metrics=(metrics_host, metrics_port) if metrics_port else None))
 
 
 @click.group()

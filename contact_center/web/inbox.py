@@ -370,7 +370,51 @@ async def inbox_rows(request: web.Request) -> web.StreamResponse:
     return await _render(request, "_inbox_rows.html")
 
 
+def _stamp(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def inbox_row_json(row: InboxRow) -> dict[str, Any]:
+    """One inbox line as the console's JSON data."""
+    ticket, conversation, customer = row.ticket, row.conversation, row.customer
+    return {
+        "conversation_id": conversation.id,
+        "channel": conversation.channel.value,
+        "subject": conversation.subject,
+        "last_message_at": _stamp(conversation.last_message_at),
+        "ticket": {"number": ticket.number, "status": ticket.status.value,
+                   "priority": ticket.priority.value, "category": ticket.category.value},
+        "customer": {"id": customer.id, "name": customer.display_name},
+        "assignee": row.assignee_name,
+        "team": row.team_name,
+        "due": _stamp(row.due),
+        "breached": row.breached,
+        "snoozed_until": _stamp(row.snoozed_until),
+        "snippet": row.snippet,
+    }
+
+
+async def inbox_json(request: web.Request) -> web.Response:
+    """``/console/inbox.json``: the same rows and view counts as the inbox page, as JSON
+    for the console's scripts (session-authenticated, same filters as the page)."""
+    ctx = context(request)
+    agent = current_agent(request)
+    filters = InboxFilters.from_query(request.query)
+    if filters.view in SUPERVISOR_VIEWS and not is_supervisor(agent):
+        log.warning("console.inbox_view_refused", agent_id=agent.id, view=filters.view)
+        return web.json_response({"error": "forbidden view"}, status=403)
+    database = request.app[DATABASE]
+    async with database.sessions() as session:
+        inbox = await load_inbox(session, agent, ctx.team_ids, filters,
+                                 sqlite=database.is_sqlite)
+    return web.json_response({
+        "view": filters.view, "page": filters.page, "counts": inbox.counts,
+        "has_more": inbox.has_more, "rows": [inbox_row_json(row) for row in inbox.rows],
+    })
+
+
 def setup_inbox(app: web.Application) -> None:
     """Register the inbox routes."""
     app.router.add_get(f"{PREFIX}/inbox", inbox_page)
     app.router.add_get(f"{PREFIX}/inbox/rows", inbox_rows)
+    app.router.add_get(f"{PREFIX}/inbox.json", inbox_json)

@@ -223,3 +223,21 @@ async def test_search_uses_the_databases_text_index(db: Database) -> None:
             assert "ix_interactions_text_trgm" in plan, plan
         found = list(await session.scalars(query))
     assert len(found) == 1
+
+
+async def test_inbox_json_has_the_same_rows_and_counts_as_the_page(floor: Floor) -> None:
+    """The console's JSON data of the inbox follows the same role rules as the page."""
+    client = floor.client
+    await login(client, "li")
+    response = await client.get("/console/inbox.json?view=unassigned")
+    assert response.status == 200
+    data = await response.json()
+    page = await inbox(client, "view=unassigned")
+    assert [row["conversation_id"] for row in data["rows"]] == row_ids(page)
+    assert data["counts"]["unassigned"] == view_count(page, "unassigned") == 2
+    assert "all" not in data["counts"]
+    first = data["rows"][0]
+    assert first["ticket"]["number"] and first["customer"]["name"] and first["snippet"]
+    refused = await client.get("/console/inbox.json?view=all")
+    assert refused.status == 403
+    assert "error" in await refused.json()

@@ -105,6 +105,7 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
     # -- inbox, conversations, attachments, live, search (agents' daily screens) --------
     ("GET", "/console/inbox"): (Case(logged_in()),),
     ("GET", "/console/inbox/rows"): (Case(logged_in()),),
+    ("GET", "/console/inbox.json"): (Case(logged_in()),),
     ("GET", "/console/search"): (Case(logged_in(), query="q=发票"),),
     ("GET", "/console/ws"): (Case(logged_in(400), note="a plain GET is not a WebSocket"),),
     ("GET", "/console/conversations/{id}"): (
