@@ -35,6 +35,27 @@ from tests.mailservers import (
 POSTGRES_ADMIN_URL = os.environ.get(
     "CC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+def _keep_structlog_uncached() -> None:
+    """CLI tests configure logging as the real program does, which caches each logger on
+    first use; a cached logger keeps the processors of that moment and escapes
+    ``structlog.testing.capture_logs`` in every later test. The test process keeps the
+    program's configuration but not the cache (patched at import, so session fixtures
+    that run the CLI are covered too)."""
+    import structlog
+
+    from contact_center import runtime
+
+    original = runtime.configure_logging
+
+    def configure(settings: Any) -> None:
+        original(settings)
+        structlog.configure(cache_logger_on_first_use=False)
+
+    runtime.configure_logging = configure  # type: ignore[assignment]
+
+
+_keep_structlog_uncached()
+
 T = TypeVar("T")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
