@@ -46,6 +46,10 @@ class HttpSettings(BaseModel):
     port: int = Field(default=8080, ge=1, le=65535)
     public_base_url: str | None = None
     """The URL customers and providers use (behind a proxy); webhooks sign against it."""
+    console_cache_seconds: float = Field(default=5.0, ge=0, le=60)
+    """How long a web process reuses a checked console session and a computed inbox page
+    (0 switches both caches off); changes made through this process and (for the inbox)
+    domain events show at once, other changes within twice this time."""
 
 
 class LocaleSettings(BaseModel):

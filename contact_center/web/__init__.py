@@ -23,7 +23,8 @@ def setup_console(app: web.Application, settings: Settings, database: Database,
                   engine: RoutingEngine) -> None:
     """Mount the console on ``app``: login, pages, live updates, static files."""
     setup_auth(app, database, settings.secret_key.get_secret_value().encode(),
-               settings.http.public_base_url)
+               settings.http.public_base_url,
+               session_cache_seconds=settings.http.console_cache_seconds)
     app.router.add_static(f"{PREFIX}/static/", STATIC, append_version=False)
     app.router.add_get(f"{PREFIX}/", home)
     from contact_center.web import pages

@@ -26,6 +26,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from contact_center.web.i18n import from_accept_language, normalize_language, translator
+from contact_center.web.session_cache import CheckedLogin, SessionCache
 from crm_core.db import Database
 from crm_core.models import Agent, AgentRole, OutboxMessage, agent_teams
 from crm_core.services import sessions as auth_service
@@ -44,6 +45,10 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 DATABASE = web.AppKey("console_database", Database)
 SECRET = web.AppKey("console_secret", bytes)
 PUBLIC_BASE = web.AppKey("console_public_base", str)
+SESSION_CACHE = web.AppKey("console_session_cache", SessionCache)
+CHANGE_HOOKS = web.AppKey("console_change_hooks", list)
+"""Called after every state-changing console request of this process (the caches that
+must not outlive a change: sessions, inbox pages)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -132,14 +137,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
         LANGUAGE_COOKIE) else from_accept_language(request.headers.get("Accept-Language"))
     ctx = RequestContext(agent=None, language=language)
     if token:
-        async with database.transaction() as session:
-            found = await auth_service.load_session(session, token)
-        if found is not None:
-            row, agent = found
-            teams, members = await _team_ids(database, agent)
-            ctx = RequestContext(agent=agent, language=normalize_language(agent.ui_language),
-                                 csrf_token=row.csrf_token, session_token=token,
-                                 team_ids=teams, team_member_ids=members)
+        ctx = await _login_context(request, database, token) or ctx
     request[CONTEXT_KEY] = ctx
     try:
         if ctx.agent is None and not _is_public(request.path):
@@ -153,8 +151,37 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         _security_headers(exc)
         raise
+    finally:
+        if request.method in UNSAFE_METHODS:
+            # whatever it changed (a logout, a status, an agent, a team) shows at once
+            for hook in request.app[CHANGE_HOOKS]:
+                hook()
     _security_headers(response)
     return response
+
+
+async def _login_context(request: web.Request, database: Database,
+                         token: str) -> RequestContext | None:
+    """The signed-in agent behind the session cookie (from the session cache when it
+    was checked a moment ago), or None for no live session."""
+
+    async def check() -> CheckedLogin | None:
+        async with database.transaction() as session:
+            found = await auth_service.load_session(session, token)
+        if found is None:
+            return None
+        row, agent = found
+        teams, members = await _team_ids(database, agent)
+        return CheckedLogin.of(agent, row.csrf_token, teams, members)
+
+    known = await request.app[SESSION_CACHE].login(token, check)
+    if known is None:
+        return None
+    agent = known.agent()
+    return RequestContext(agent=agent, language=normalize_language(agent.ui_language),
+                          csrf_token=known.csrf_token, session_token=token,
+                          team_ids=set(known.team_ids),
+                          team_member_ids=set(known.team_member_ids))
 
 
 async def _check_csrf(request: web.Request, ctx: RequestContext) -> None:
@@ -385,11 +412,13 @@ async def reset_submit(request: web.Request) -> web.StreamResponse:
 
 
 def setup_auth(app: web.Application, database: Database, secret: bytes,
-               public_base: str | None) -> None:
+               public_base: str | None, *, session_cache_seconds: float = 5.0) -> None:
     """Install the middleware and the login routes."""
     app[DATABASE] = database
     app[SECRET] = secret
     app[PUBLIC_BASE] = public_base or ""
+    app[SESSION_CACHE] = SessionCache(session_cache_seconds)
+    app[CHANGE_HOOKS] = [app[SESSION_CACHE].invalidate]
     app.middlewares.append(console_middleware)
     app.router.add_get(f"{PREFIX}/login", login_page)
     app.router.add_post(f"{PREFIX}/login", login_submit)

@@ -9,6 +9,7 @@ snoozed by its agent (status pending with a snooze time in the future, see
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -36,8 +37,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from contact_center.app import SETTINGS_KEY
-from contact_center.web.auth import DATABASE, PREFIX, context, current_agent, forbidden
+from contact_center.web.auth import (
+    CHANGE_HOOKS,
+    DATABASE,
+    PREFIX,
+    RequestContext,
+    context,
+    current_agent,
+    forbidden,
+)
 from contact_center.web.display import Display
+from contact_center.web.fresh_cache import FreshCache
 from contact_center.web.policy import conversation_filter, is_admin, is_supervisor
 from contact_center.web.render import page
 from contact_center.web.search import conversation_text_condition, search_terms, snippet
@@ -66,6 +76,7 @@ ACTIVE_STATUSES = (TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.PENDING)
 DONE_STATUSES = (TicketStatus.RESOLVED, TicketStatus.CLOSED)
 PAGE_SIZE = 50
 LIVE_EVENTS = "interaction.logged ticket.created ticket.updated conversation.assigned"
+INBOX_CACHE = web.AppKey("console_inbox_cache", FreshCache)
 SNOOZE_EVENT = "snoozed"
 UNSNOOZE_EVENT = "unsnoozed"
 
@@ -257,6 +268,8 @@ class InboxPage:
     rows: list[InboxRow]
     counts: dict[str, int]
     has_more: bool
+    json_body: bytes | None = None
+    """The page as ``/console/inbox.json`` answers it, made once per cached page."""
 
 
 def _parse_stamp(value: str | None) -> datetime | None:
@@ -342,6 +355,21 @@ async def _add_snippets(session: AsyncSession, rows: list[InboxRow], terms: list
         row.snippet = snippet(texts.get(row.conversation.id, ""), terms, width=90)
 
 
+async def cached_inbox(request: web.Request, ctx: RequestContext, agent: Agent,
+                       filters: InboxFilters) -> InboxPage:
+    """The inbox page for this agent and filters: computed, or remembered from a moment
+    ago when nothing has changed since (see ``fresh_cache``)."""
+    database = request.app[DATABASE]
+
+    async def compute() -> InboxPage:
+        async with database.sessions() as session:
+            return await load_inbox(session, agent, ctx.team_ids, filters,
+                                    sqlite=database.is_sqlite)
+
+    key = (agent.id, agent.role, frozenset(ctx.team_ids), filters)
+    return await request.app[INBOX_CACHE].get(key, compute)
+
+
 async def _render(request: web.Request, template: str) -> web.StreamResponse:
     ctx = context(request)
     agent = current_agent(request)
@@ -349,10 +377,7 @@ async def _render(request: web.Request, template: str) -> web.StreamResponse:
     if filters.view in SUPERVISOR_VIEWS and not is_supervisor(agent):
         log.warning("console.inbox_view_refused", agent_id=agent.id, view=filters.view)
         raise forbidden(request)
-    database = request.app[DATABASE]
-    async with database.sessions() as session:
-        inbox = await load_inbox(session, agent, ctx.team_ids, filters,
-                                 sqlite=database.is_sqlite)
+    inbox = await cached_inbox(request, ctx, agent, filters)
     settings = request.app[SETTINGS_KEY]
     log.debug("console.inbox", agent_id=agent.id, view=filters.view, rows=len(inbox.rows))
     return page(request, template, inbox=inbox, filters=filters,
@@ -403,18 +428,29 @@ async def inbox_json(request: web.Request) -> web.Response:
     if filters.view in SUPERVISOR_VIEWS and not is_supervisor(agent):
         log.warning("console.inbox_view_refused", agent_id=agent.id, view=filters.view)
         return web.json_response({"error": "forbidden view"}, status=403)
-    database = request.app[DATABASE]
-    async with database.sessions() as session:
-        inbox = await load_inbox(session, agent, ctx.team_ids, filters,
-                                 sqlite=database.is_sqlite)
-    return web.json_response({
-        "view": filters.view, "page": filters.page, "counts": inbox.counts,
-        "has_more": inbox.has_more, "rows": [inbox_row_json(row) for row in inbox.rows],
-    })
+    inbox = await cached_inbox(request, ctx, agent, filters)
+    if inbox.json_body is None:
+        inbox.json_body = json.dumps({
+            "view": filters.view, "page": filters.page, "counts": inbox.counts,
+            "has_more": inbox.has_more, "rows": [inbox_row_json(row) for row in inbox.rows],
+        }, ensure_ascii=False).encode()
+    return web.Response(body=inbox.json_body, content_type="application/json")
 
 
 def setup_inbox(app: web.Application) -> None:
-    """Register the inbox routes."""
+    """Register the inbox routes and its page cache (emptied by every domain event the
+    live hub sees and by every change made through this process)."""
+    cache: FreshCache[InboxPage] = FreshCache(
+        app[SETTINGS_KEY].http.console_cache_seconds)
+    app[INBOX_CACHE] = cache
+    app[CHANGE_HOOKS].append(cache.invalidate)
+
+    async def observe_events(app: web.Application) -> None:
+        from contact_center.web.live import LIVE_HUB
+
+        app[LIVE_HUB].observers.append(cache.invalidate)
+
+    app.on_startup.append(observe_events)
     app.router.add_get(f"{PREFIX}/inbox", inbox_page)
     app.router.add_get(f"{PREFIX}/inbox/rows", inbox_rows)
     app.router.add_get(f"{PREFIX}/inbox.json", inbox_json)

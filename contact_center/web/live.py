@@ -29,6 +29,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -189,6 +190,8 @@ class LiveHub:
         self._tasks: list[asyncio.Task[None]] = []
         self._redis: Any = None
         self.subscribed = asyncio.Event()
+        self.observers: list[Callable[[Event], None]] = []
+        """Called with every event, this process's and (scale-out) the others'."""
 
     # -- events in ----------------------------------------------------------------------
 
@@ -201,12 +204,20 @@ class LiveHub:
         queue it for the sockets; never blocks the publisher on the database."""
         if self.redis_url:
             self._remember(fingerprint(event.to_json()))
+        self._observe(event)
         if not self.clients or event.name in NOT_FOR_CONSOLES:
             return
         try:
             self._pending.put_nowait(event)
         except asyncio.QueueFull:
             log.warning("console.live_events_dropped", event_name=event.name)
+
+    def _observe(self, event: Event) -> None:
+        for observer in self.observers:
+            try:
+                observer(event)
+            except Exception:
+                log.exception("console.live_observer_failed", event_name=event.name)
 
     def _remember(self, key: str) -> None:
         now = time.monotonic()
@@ -227,6 +238,7 @@ class LiveHub:
         except (ValueError, KeyError, TypeError):
             log.warning("console.live_bad_redis_message")
             return
+        self._observe(event)
         if self.clients and event.name not in NOT_FOR_CONSOLES:
             with contextlib.suppress(asyncio.QueueFull):
                 self._pending.put_nowait(event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -9,16 +10,22 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
+from sqlalchemy import delete
 
+from contact_center.app import ENGINE_KEY
+from contact_center.web.auth import SESSION_CACHE
+from contact_center.web.inbox import INBOX_CACHE
 from crm_core.db import Database
 from crm_core.models import (
     AgentRole,
+    AgentSession,
     Channel,
     TicketCategory,
     TicketPriority,
     TicketStatus,
     utcnow,
 )
+from routing.events import Event
 from tests.integration.console_support import (
     Seeded,
     add_agent,
@@ -241,3 +248,70 @@ async def test_inbox_json_has_the_same_rows_and_counts_as_the_page(floor: Floor)
     refused = await client.get("/console/inbox.json?view=all")
     assert refused.status == 403
     assert "error" in await refused.json()
+
+
+async def unassigned(client: TestClient) -> dict:
+    response = await client.get("/console/inbox.json?view=unassigned")
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def test_the_inbox_is_computed_again_only_after_an_event_or_a_change(
+        floor: Floor, db: Database) -> None:
+    """Consoles asking again get the page from memory until a domain event arrives or a
+    change is made through this process."""
+    client = floor.client
+    csrf = await login(client, "li")
+    cache = client.server.app[INBOX_CACHE]
+    first = await unassigned(client)
+    computed = cache.computed
+    assert await unassigned(client) == first
+    assert cache.computed == computed
+    # written by another process, its event not here yet: the page is not computed again
+    late = await seed_conversation(db, name="Carol", email="carol@example.com",
+                                   subject="Late parcel", text="Where is my parcel?")
+    assert (await unassigned(client))["counts"]["unassigned"] == 2
+    await client.server.app[ENGINE_KEY].events.publish([Event(
+        "ticket.created", {"ticket_id": late.ticket_id,
+                           "conversation_id": late.conversation_id})])
+    fresh = await unassigned(client)
+    assert fresh["counts"]["unassigned"] == 3
+    assert late.conversation_id in [row["conversation_id"] for row in fresh["rows"]]
+    computed = cache.computed
+    response = await client.post("/console/language", allow_redirects=False,
+                                 data={"language": "zh-CN", "_csrf": csrf})
+    assert response.status == 302
+    await unassigned(client)
+    assert cache.computed == computed + 1
+
+
+async def test_session_changes_show_at_once_here_and_within_the_cache_age_elsewhere(
+        floor: Floor, db: Database) -> None:
+    """A logout or a language switch through this process counts on the next request; a
+    session ended through another process stops working once the cache entry is old."""
+    client = floor.client
+    csrf = await login(client, "li")
+    assert "收件箱" not in await inbox(client)
+    await client.post("/console/language", data={"language": "zh-CN", "_csrf": csrf})
+    assert "收件箱" in await inbox(client)
+    token = client.session.cookie_jar.filter_cookies(
+        client.make_url("/console/"))["cc_session"].value
+    await client.post("/console/logout", data={"_csrf": csrf}, allow_redirects=False)
+    assert await answer_status(client, {"cc_session": token}) == 401
+
+    await login(client, "li")
+    assert await answer_status(client) == 200
+    async with db.transaction() as session:
+        await session.execute(delete(AgentSession))
+    assert await answer_status(client) == 200  # remembered
+    sessions = client.server.app[SESSION_CACHE]
+    sessions.clock = lambda: time.monotonic() + 2 * sessions.max_age + 1
+    assert await answer_status(client) == 401
+
+
+async def answer_status(client: TestClient, cookies: dict[str, str] | None = None) -> int:
+    """The status of the inbox JSON for a script (no redirect to the login page)."""
+    response = await client.get("/console/inbox.json", cookies=cookies,
+                                headers={"Accept": "application/json"},
+                                allow_redirects=False)
+    return response.status
