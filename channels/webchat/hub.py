@@ -20,6 +20,7 @@ import structlog
 
 from channels.webchat.protocol import VISITOR_ID, AgentMessageFrame, TypingFrame
 from routing.events import Event, EventBus
+from routing.pubsub import subscribe_forever
 
 log = structlog.get_logger(__name__)
 
@@ -237,33 +238,8 @@ class WebchatHub:
             log.warning("webchat.redis_subscribe_slow", channel=self.channel)
 
     async def _subscribe_forever(self) -> None:
-        delay = 0.5
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    if message.get("type") == "subscribe":
-                        self._subscribed.set()
-                        log.info("webchat.redis_subscribed", channel=self.channel,
-                                 node=self.node_id)
-                        delay = 0.5
-                    elif message.get("type") == "message":
-                        self._deliver_remote(message.get("data"))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._subscribed.clear()
-                log.warning("webchat.redis_subscription_lost", error=f"{type(exc).__name__}: {exc}",
-                            retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        await subscribe_forever(self.redis, self.channel, self._deliver_remote,
+                                self._subscribed, name="webchat", node=self.node_id)
 
     def _deliver_remote(self, data: Any) -> None:
         try:

@@ -46,6 +46,7 @@ from crm_core.db import Database
 from crm_core.models import Agent, Conversation, Customer, Interaction, Ticket
 from crm_core.services import sessions as session_service
 from routing.events import Event, EventBus
+from routing.pubsub import subscribe_forever
 
 log = structlog.get_logger(__name__)
 
@@ -268,33 +269,9 @@ class LiveHub:
     async def _subscribe_forever(self) -> None:
         from redis.asyncio import Redis
 
-        delay = 0.5
         self._redis = Redis.from_url(self.redis_url)
-        while True:
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    if message.get("type") == "subscribe":
-                        self.subscribed.set()
-                        delay = 0.5
-                        log.info("console.live_redis_subscribed", channel=self.channel)
-                    elif message.get("type") == "message":
-                        self.from_redis(message.get("data"))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.subscribed.clear()
-                log.warning("console.live_redis_lost", error=f"{type(exc).__name__}: {exc}",
-                            retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        await subscribe_forever(self._redis, self.channel, self.from_redis, self.subscribed,
+                                name="console.live")
 
     async def _check_sessions(self) -> None:
         """Close the sockets of sessions that ended (logout, expiry, disabled agent)."""
