@@ -72,7 +72,6 @@ import hashlib
 import hmac
 import re
 import string
-import tomllib
 import unicodedata
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
@@ -80,6 +79,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crm_core.config_file import ConfigFileError, TableChecker, describe, read_toml
 from crm_core.errors import ValidationError
 from crm_core.models import TicketStatus
 from crm_core.normalize import normalize_email, try_normalize_phone
@@ -193,14 +193,8 @@ _CHINESE_DIGITS = str.maketrans({
 _SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([,.!?;:，。！？；：、])")
 
 
-class FlowError(ValueError):
+class FlowError(ConfigFileError):
     """A flows file, state token or state that cannot be used; the message says where."""
-
-    def __init__(self, source: str, where: str, message: str) -> None:
-        self.source = source
-        self.where = where
-        self.message = message
-        super().__init__(f"{source}: {where}: {message}" if where else f"{source}: {message}")
 
 
 # --- what the engine returns --------------------------------------------------------------
@@ -1034,15 +1028,7 @@ def _where(flow: str, node: str | None = None, key: str | None = None) -> str:
 
 def load_flows(path: Path) -> FlowSet:
     """Read and validate a flows file; raise :class:`FlowError` on any mistake."""
-    source = str(path)
-    try:
-        with Path(path).open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise FlowError(source, "", "no such file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise FlowError(source, "", f"not valid TOML: {exc}") from None
-    return parse_flows(data, source=source)
+    return parse_flows(read_toml(path, FlowError), source=str(path))
 
 
 def parse_flows(data: Mapping[str, Any], *, source: str = "<flows>") -> FlowSet:
@@ -1050,49 +1036,22 @@ def parse_flows(data: Mapping[str, Any], *, source: str = "<flows>") -> FlowSet:
     return _Parser(source).parse(data)
 
 
-def _describe(value: Any) -> str:
-    return repr(value) if not isinstance(value, Mapping) else "a table"
-
-
-class _Parser:
+class _Parser(TableChecker):
     """Turns the TOML tables into a FlowSet, raising FlowError with a precise location."""
 
+    error_type = FlowError
+    key_separator = "."
+
     def __init__(self, source: str) -> None:
-        self.source = source
+        super().__init__(source)
         self.languages: tuple[str, ...] = DEFAULT_LANGUAGES
         self.defaults: dict[str, Any] = {}
 
-    def error(self, where: str, message: str) -> FlowError:
-        return FlowError(self.source, where, message)
-
     # --- generic checks ---------------------------------------------------------------
-
-    def table(self, value: Any, where: str) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            raise self.error(where, f"must be a table, not {_describe(value)}")
-        return value
-
-    def known_keys(self, table: Mapping[str, Any], allowed: Sequence[str], prefix: str) -> None:
-        for key in table:
-            if key not in allowed:
-                raise self.error(
-                    f"{prefix}.{key}" if prefix else key,
-                    f"unknown key {key!r}; known: {', '.join(allowed)}",
-                )
-
-    def text(self, value: Any, where: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(where, f"must be a non-empty string, not {_describe(value)}")
-        return value.strip()
-
-    def boolean(self, value: Any, where: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.error(where, f"must be true or false, not {_describe(value)}")
-        return value
 
     def whole(self, value: Any, where: str, *, minimum: int, unit: str = "") -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(where, f"must be a whole number{unit}, not {_describe(value)}")
+            raise self.error(where, f"must be a whole number{unit}, not {describe(value)}")
         if value < minimum:
             wanted = "positive" if minimum == 1 else f"{minimum} or more"
             raise self.error(where, f"must be {wanted}{unit}, not {value!r}")
@@ -1109,7 +1068,7 @@ class _Parser:
 
     def choice(self, value: Any, allowed: Sequence[str], where: str, what: str) -> str:
         if not isinstance(value, str) or value.strip() not in allowed:
-            raise self.error(where, f"unknown {what} {_describe(value)}; known: "
+            raise self.error(where, f"unknown {what} {describe(value)}; known: "
                              f"{', '.join(allowed)}")
         return value.strip()
 
@@ -1134,7 +1093,7 @@ class _Parser:
         example = ", ".join(f'"{lang}" = "…"' for lang in self.languages)
         if not isinstance(value, Mapping):
             raise self.error(where, f"must be a table of texts per language, like "
-                             f"{{ {example} }}, not {_describe(value)}")
+                             f"{{ {example} }}, not {describe(value)}")
         result: dict[str, str] = {}
         for language, text in value.items():
             if language not in self.languages:
@@ -1181,7 +1140,7 @@ class _Parser:
                 raise self.error(f"{where}.play", f"missing language {', '.join(missing)}")
         elif play is not None:
             raise self.error(f"{where}.play", f"must be a URL or a table of URLs per language, "
-                             f"not {_describe(play)}")
+                             f"not {describe(play)}")
         return Prompt(texts=texts, audio=audio)
 
     def optional_texts(self, value: Any, where: str) -> Prompt | None:
@@ -1222,7 +1181,7 @@ class _Parser:
     def language_list(self, value: Any) -> tuple[str, ...]:
         if not isinstance(value, list) or not value:
             raise self.error("languages", f"must be a non-empty list like [\"zh-CN\", \"en\"], "
-                             f"not {_describe(value)}")
+                             f"not {describe(value)}")
         result: list[str] = []
         for i, item in enumerate(value):
             language = self.text(item, f"languages[{i}]")
@@ -1404,7 +1363,7 @@ class _Parser:
         if value is None:
             raise self.error(where, "missing: a list like [{ digit = \"1\", goto = \"…\" }]")
         if not isinstance(value, list) or not value:
-            raise self.error(where, f"must be a non-empty list of tables, not {_describe(value)}")
+            raise self.error(where, f"must be a non-empty list of tables, not {describe(value)}")
         result: list[Option] = []
         digits: dict[str, int] = {}
         keywords: dict[str, int] = {}
@@ -1460,7 +1419,7 @@ class _Parser:
                 label = next(iter(labels.values()))
             elif not isinstance(label, str):
                 raise self.error(f"{at}.label", f"must be a string or a table of texts per "
-                                 f"language, not {_describe(label)}")
+                                 f"language, not {describe(label)}")
             result.append(Option(digit=digit, keywords=Keywords(words), goto=target,
                                  label=label, language=language, labels=labels))
         return tuple(result)
@@ -1469,14 +1428,9 @@ class _Parser:
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9:
             return str(value)
         if not isinstance(value, str) or not _DIGITS.match(value.strip()):
-            raise self.error(where, f"{_describe(value)} is not a key like \"1\" "
+            raise self.error(where, f"{describe(value)} is not a key like \"1\" "
                              "(digits 0-9, * and #, at most 4)")
         return value.strip()
-
-    def strings(self, value: Any, where: str) -> list[str]:
-        if not isinstance(value, list):
-            raise self.error(where, f"must be a list of strings, not {_describe(value)}")
-        return [self.text(item, f"{where}[{i}]") for i, item in enumerate(value)]
 
     def action_node(
         self, node_id: str, action: str, table: Mapping[str, Any], where: str

@@ -41,7 +41,6 @@ from __future__ import annotations
 import functools
 import re
 import string
-import tomllib
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+from crm_core.config_file import ConfigFileError, TableChecker, describe, read_toml
 from crm_core.models import Channel, TicketCategory, TicketPriority, TicketStatus
 from routing.sla import MIDNIGHT, BusinessCalendar, Interval, SlaPolicy
 
@@ -122,14 +122,8 @@ Facts = Mapping[str, Any]
 Predicate = Callable[[Facts], bool]
 
 
-class RulesError(ValueError):
+class RulesError(ConfigFileError):
     """A rules file that cannot be used; the message names the file, the rule and the key."""
-
-    def __init__(self, source: str, where: str, message: str) -> None:
-        self.source = source
-        self.where = where
-        self.message = message
-        super().__init__(f"{source}: {where}: {message}" if where else f"{source}: {message}")
 
 
 @dataclass(frozen=True)
@@ -408,15 +402,7 @@ def _default_rules() -> RuleSet:
 
 def load_rules(path: Path) -> RuleSet:
     """Read and validate a rules file; raise :class:`RulesError` on any mistake."""
-    source = str(path)
-    try:
-        with Path(path).open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise RulesError(source, "", "no such file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(source, "", f"not valid TOML: {exc}") from None
-    return parse_rules(data, source=source)
+    return parse_rules(read_toml(path, RulesError), source=str(path))
 
 
 def parse_rules(data: Mapping[str, Any], *, source: str = "<rules>") -> RuleSet:
@@ -424,56 +410,20 @@ def parse_rules(data: Mapping[str, Any], *, source: str = "<rules>") -> RuleSet:
     return _Parser(source).parse(data)
 
 
-def _describe(value: Any) -> str:
-    return repr(value) if not isinstance(value, Mapping) else "a table"
-
-
-class _Parser:
+class _Parser(TableChecker):
     """Turns the TOML tables into a RuleSet, raising RulesError with a precise location."""
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def error(self, where: str, message: str) -> RulesError:
-        return RulesError(self.source, where, message)
+    error_type = RulesError
 
     # --- generic checks ---------------------------------------------------------------
 
-    def table(self, value: Any, where: str) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            raise self.error(where, f"must be a table, not {_describe(value)}")
-        return value
-
-    def known_keys(self, table: Mapping[str, Any], allowed: Sequence[str], prefix: str) -> None:
-        """Refuse keys not in ``allowed``; the error is at ``prefix + key``."""
-        for key in table:
-            if key not in allowed:
-                raise self.error(
-                    f"{prefix}{key}", f"unknown key {key!r}; known: {', '.join(allowed)}"
-                )
-
-    def text(self, value: Any, where: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(where, f"must be a non-empty string, not {_describe(value)}")
-        return value.strip()
-
-    def boolean(self, value: Any, where: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.error(where, f"must be true or false, not {_describe(value)}")
-        return value
-
     def number(self, value: Any, where: str, *, positive: bool = True) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(where, f"must be a number, not {_describe(value)}")
+            raise self.error(where, f"must be a number, not {describe(value)}")
         if value < 0 or (positive and value == 0):
             kind = "positive" if positive else "zero or more"
             raise self.error(where, f"must be {kind}, not {value!r}")
         return float(value)
-
-    def strings(self, value: Any, where: str) -> list[str]:
-        if not isinstance(value, list):
-            raise self.error(where, f"must be a list of strings, not {_describe(value)}")
-        return [self.text(item, f"{where}[{i}]") for i, item in enumerate(value)]
 
     def keywords(self, value: Any, where: str) -> Keywords:
         words = self.strings(value, where)
@@ -481,7 +431,7 @@ class _Parser:
 
     def choice(self, value: Any, allowed: Sequence[str], where: str) -> str:
         if not isinstance(value, str) or value.strip().lower() not in allowed:
-            raise self.error(where, f"{_describe(value)} is not one of {', '.join(allowed)}")
+            raise self.error(where, f"{describe(value)} is not one of {', '.join(allowed)}")
         return value.strip().lower()
 
     def priority_value(self, value: Any, where: str) -> TicketPriority:
@@ -606,7 +556,7 @@ class _Parser:
 
     def dates(self, value: Any, where: str) -> list[date]:
         if not isinstance(value, list):
-            raise self.error(where, f"must be a list of dates, not {_describe(value)}")
+            raise self.error(where, f"must be a list of dates, not {describe(value)}")
         result = []
         for i, item in enumerate(value):
             if isinstance(item, date) and not isinstance(item, datetime):
@@ -682,7 +632,7 @@ class _Parser:
 
     def rule_list(self, value: Any, section: str) -> list[Mapping[str, Any]]:
         if not isinstance(value, list):
-            raise self.error(section, f"write each rule as [[{section}]], not {_describe(value)}")
+            raise self.error(section, f"write each rule as [[{section}]], not {describe(value)}")
         return [self.table(rule, f"{section} #{i}") for i, rule in enumerate(value, start=1)]
 
     def teams(self, value: Any) -> list[TeamRule]:
@@ -730,7 +680,7 @@ class _Parser:
         if value is None:
             raise self.error(where, "missing: a list such as [{ add_tag = \"vip\" }]")
         if not isinstance(value, list) or not value:
-            raise self.error(where, f"must be a non-empty list, not {_describe(value)}")
+            raise self.error(where, f"must be a non-empty list, not {describe(value)}")
         result = []
         for i, item in enumerate(value):
             at = f"{where}[{i}]"
@@ -844,7 +794,7 @@ class _Parser:
             or len(value) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         ):
-            raise self.error(where, f"must be two hours like [18, 9], not {_describe(value)}")
+            raise self.error(where, f"must be two hours like [18, 9], not {describe(value)}")
         start, end = value
         if not (0 <= start <= 24 and 0 <= end <= 24) or start % 24 == end % 24:
             raise self.error(where, f"{value!r}: hours 0 to 24, start and end different")
@@ -865,12 +815,12 @@ class _Parser:
             return self.boolean(value, where)
         if kind == "hour":
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 23:
-                raise self.error(where, f"{_describe(value)} is not an hour 0 to 23")
+                raise self.error(where, f"{describe(value)} is not an hour 0 to 23")
             return value
         if kind == "weekday":
             day = _weekday(value)
             if day is None:
-                raise self.error(where, f"{_describe(value)} is not a weekday (1-7 or mon … sun)")
+                raise self.error(where, f"{describe(value)} is not a weekday (1-7 or mon … sun)")
             return day
         if kind == "language":
             text = self.text(value, where)

@@ -47,7 +47,6 @@ Templates
 from __future__ import annotations
 
 import re
-import tomllib
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ from croniter import croniter
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from crm_core.config_file import ConfigFileError, TableChecker, describe, read_toml
 from crm_core.models import Channel, LifecycleStage, TicketCategory
 
 DEFAULT_CAMPAIGNS_PATH = Path(__file__).resolve().parents[2] / "config" / "campaigns.toml"
@@ -112,14 +112,8 @@ _DEFAULT_GRACE_HOURS = {"once": 6.0, "cron": 6.0, **dict.fromkeys(DAY_TRIGGERS, 
                         **dict.fromkeys(EVENT_TRIGGERS, 48.0)}
 
 
-class CampaignConfigError(ValueError):
+class CampaignConfigError(ConfigFileError):
     """A campaigns file that cannot be used; the message names the file, campaign and key."""
-
-    def __init__(self, source: str, where: str, message: str) -> None:
-        self.source = source
-        self.where = where
-        self.message = message
-        super().__init__(f"{source}: {where}: {message}" if where else f"{source}: {message}")
 
 
 # --- keyword matching -------------------------------------------------------------------
@@ -466,15 +460,8 @@ def load_campaigns(path: Path | str, *, default_timezone: str | None = None) -> 
 
     ``default_timezone`` (the business time zone) applies when ``[defaults]`` names none.
     """
-    source = str(path)
-    try:
-        with Path(path).open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise CampaignConfigError(source, "", "no such file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CampaignConfigError(source, "", f"not valid TOML: {exc}") from None
-    return parse_campaigns(data, source=source, default_timezone=default_timezone)
+    data = read_toml(path, CampaignConfigError)
+    return parse_campaigns(data, source=str(path), default_timezone=default_timezone)
 
 
 def parse_campaigns(data: Mapping[str, Any], *, source: str = "<campaigns>",
@@ -489,72 +476,41 @@ def default_campaigns() -> CampaignConfig:
     return load_campaigns(DEFAULT_CAMPAIGNS_PATH)
 
 
-def _describe(value: Any) -> str:
-    return "a table" if isinstance(value, Mapping) else repr(value)
-
-
-class _Parser:
+class _Parser(TableChecker):
     """Turns the TOML tables into a CampaignConfig, raising with a precise location."""
 
+    error_type = CampaignConfigError
+    text_limit = 10_000
+    list_item_limit = 200
+
     def __init__(self, source: str, default_timezone: str | None) -> None:
-        self.source = source
+        super().__init__(source)
         self.default_timezone = default_timezone
 
-    def error(self, where: str, message: str) -> CampaignConfigError:
-        return CampaignConfigError(self.source, where, message)
-
     # --- generic checks ---------------------------------------------------------------
-
-    def table(self, value: Any, where: str) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            raise self.error(where, f"must be a table, not {_describe(value)}")
-        return value
-
-    def known_keys(self, table: Mapping[str, Any], allowed: Sequence[str], prefix: str) -> None:
-        for key in table:
-            if key not in allowed:
-                raise self.error(f"{prefix}{key}",
-                                 f"unknown key {key!r}; known: {', '.join(allowed)}")
-
-    def text(self, value: Any, where: str, *, limit: int = 10_000) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(where, f"must be a non-empty string, not {_describe(value)}")
-        if len(value) > limit:
-            raise self.error(where, f"longer than {limit} characters")
-        return value.strip()
-
-    def boolean(self, value: Any, where: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.error(where, f"must be true or false, not {_describe(value)}")
-        return value
 
     def number(self, value: Any, where: str, *, low: float, high: float) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not (
                 low <= value <= high):
             raise self.error(where, f"must be a number from {low:g} to {high:g}, "
-                                    f"not {_describe(value)}")
+                                    f"not {describe(value)}")
         return float(value)
 
     def whole(self, value: Any, where: str, *, low: int, high: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise self.error(where, f"must be a whole number from {low} to {high}, "
-                                    f"not {_describe(value)}")
+                                    f"not {describe(value)}")
         return value
 
     def choice(self, value: Any, allowed: Sequence[str], where: str) -> str:
         if not isinstance(value, str) or value.strip().lower() not in allowed:
-            raise self.error(where, f"{_describe(value)} is not one of {', '.join(allowed)}")
+            raise self.error(where, f"{describe(value)} is not one of {', '.join(allowed)}")
         return value.strip().lower()
 
     def choices(self, value: Any, allowed: Sequence[str], where: str) -> tuple[str, ...]:
         items = value if isinstance(value, list) else [value]
         return tuple(self.choice(v, allowed, f"{where}[{i}]" if isinstance(value, list)
                                  else where) for i, v in enumerate(items))
-
-    def strings(self, value: Any, where: str) -> list[str]:
-        if not isinstance(value, list):
-            raise self.error(where, f"must be a list of strings, not {_describe(value)}")
-        return [self.text(item, f"{where}[{i}]", limit=200) for i, item in enumerate(value)]
 
     def zone(self, value: Any, where: str) -> str:
         name = self.text(value, where, limit=64)
@@ -565,7 +521,7 @@ class _Parser:
     def clock(self, value: Any, where: str) -> time:
         match = _CLOCK.match(value) if isinstance(value, str) else None
         if match is None:
-            raise self.error(where, f"must be a time like \"09:30\", not {_describe(value)}")
+            raise self.error(where, f"must be a time like \"09:30\", not {describe(value)}")
         hour, minute = int(match.group(1)), int(match.group(2))
         if hour > 23 or minute > 59:
             raise self.error(where, f"{value!r} is not a time of day")
@@ -580,7 +536,7 @@ class _Parser:
             clock = time.max if end else time.min
             return datetime.combine(value, clock, tzinfo=ZoneInfo(zone)).astimezone(UTC)
         raise self.error(where, f"must be a date (2026-05-01) or a date and time, "
-                                f"not {_describe(value)}")
+                                f"not {describe(value)}")
 
     def language(self, value: str, where: str) -> str:
         if not _LANGUAGE_TAG.match(value):

@@ -254,7 +254,8 @@ def test_masked_hides_redis_password(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_masked_keeps_plain_values() -> None:
     masked = load_settings().masked()
     assert masked["database_url"] == "sqlite:///var/contact_center.db"
-    assert masked["http"] == {"host": "127.0.0.1", "port": 8080, "public_base_url": None}
+    assert masked["http"] == {"host": "127.0.0.1", "port": 8080, "public_base_url": None,
+                              "console_cache_seconds": 5.0}
     assert masked["locale"]["default_region"] == "CN"
 
 
