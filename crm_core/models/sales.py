@@ -94,6 +94,9 @@ class Order(Base):
     __table_args__ = (
         Index("ix_orders_customer_ordered", "customer_id", "ordered_at"),
         Index("ix_orders_ordered_at", "ordered_at"),
+        # Reports over long ranges (RFM, revenue by agent and month): an index-only scan.
+        Index("ix_orders_confirmed_ordered", "status", "currency", "ordered_at",
+              postgresql_include=["customer_id", "agent_id", "amount"]),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
