@@ -5,8 +5,12 @@ credited to the customer's owner when it is placed)."""
 
 from __future__ import annotations
 
-from sqlalchemy import distinct, func, select
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import distinct, exists, func, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from crm_core.models import (
     Agent,
@@ -16,6 +20,9 @@ from crm_core.models import (
     FollowUp,
     Interaction,
     Order,
+    RollupAgentConversation,
+    RollupAgentDay,
+    RollupTicketDuration,
     Ticket,
     agent_teams,
 )
@@ -30,8 +37,10 @@ from crm_core.services.analytics.base import (
     number,
     pairs,
     seconds_between,
-    spreads,
+    spreads_over,
 )
+from crm_core.services.analytics.rollups import FIRST_RESPONSE, RESOLUTION
+from crm_core.services.analytics.split import Split, split
 
 COLUMNS = ["agent", "conversations", "replies", "first_response_p50_min",
            "resolution_p50_min", "resolved", "csat_average", "csat_responses",
@@ -57,28 +66,16 @@ async def agent_performance(session: AsyncSession, period: Period, *,
         report.add(Table("agents", ["agent_id", *COLUMNS]))
         return report
 
-    # Only the interactions scan is narrowed to the agents in SQL (one index range per
-    # agent); the smaller tables are grouped whole and picked here, which lets the planner
-    # join feedback to tickets by key instead of scanning tickets by assignee.
-    handled = {a: (int(c), int(r)) for a, c, r in await session.execute(
-        select(Interaction.agent_id, func.count(distinct(Interaction.conversation_id)),
-               func.count())
-        .where(Interaction.agent_id.in_(ids), Interaction.direction == Direction.OUTBOUND,
-               Interaction.occurred_at >= start, Interaction.occurred_at < end)
-        .group_by(Interaction.agent_id))}
-    first = await spreads(
-        session, seconds_between(Ticket.first_responded_at, Ticket.created_at, dialect),
-        [Ticket.created_at >= start, Ticket.created_at < end,
-         Ticket.first_responded_at.is_not(None)], group=Ticket.assignee_id)
-    resolution = await spreads(
-        session, seconds_between(Ticket.resolved_at, Ticket.created_at, dialect),
-        [Ticket.resolved_at >= start, Ticket.resolved_at < end], group=Ticket.assignee_id)
-    csat = {a: (avg, int(n)) for a, avg, n in await session.execute(
-        select(Ticket.assignee_id, func.avg(FeedbackResponse.score), func.count())
-        .join(Ticket, Ticket.id == FeedbackResponse.ticket_id)
-        .where(FeedbackResponse.kind == "csat", FeedbackResponse.score.is_not(None),
-               FeedbackResponse.created_at >= start, FeedbackResponse.created_at < end)
-        .group_by(Ticket.assignee_id))}
+    parts = await split(session, period)
+    handled = await _handled(session, period, parts, ids)
+    first = await spreads_over(session, _durations(
+        FIRST_RESPONSE, parts, ids, Ticket.created_at,
+        seconds_between(Ticket.first_responded_at, Ticket.created_at, dialect),
+        Ticket.first_responded_at.is_not(None)))
+    resolution = await spreads_over(session, _durations(
+        RESOLUTION, parts, ids, Ticket.resolved_at,
+        seconds_between(Ticket.resolved_at, Ticket.created_at, dialect)))
+    csat = await _csat(session, parts, ids)
     tasks = await pairs(session, (
         select(CareTask.assignee_id, func.count())
         .where(CareTask.status == "done", CareTask.completed_at >= start,
@@ -98,7 +95,8 @@ async def agent_performance(session: AsyncSession, period: Period, *,
     for agent, name in agents.items():
         conversations, replies = handled.get(agent, (0, 0))
         f, r = first.get(agent), resolution.get(agent)
-        avg, responses = csat.get(agent, (None, 0))
+        score_sum, responses = csat.get(agent, (0, 0))
+        avg = score_sum / responses if responses else None
         rows.append([agent, name, conversations, replies, minutes(f.p50) if f else None,
                      minutes(r.p50) if r else None, r.count if r else 0,
                      number(avg) if responses else None, responses,
@@ -108,3 +106,112 @@ async def agent_performance(session: AsyncSession, period: Period, *,
                Chart("agents", "bar", "agent", ("conversations", "resolved")),
                Chart("agents", "bar", "agent", ("revenue",)))
     return report
+
+
+SPANS_FROM_DAYS = 92
+"""From this many days on, conversations handled are counted from the reply spans
+(``rollup_agent_conversations``); shorter periods count the interactions directly, which
+is cheaper there (most spans would straddle the period's edges)."""
+
+
+async def _handled(session: AsyncSession, period: Period, parts: Split, ids: list[int],
+                   ) -> dict[int, tuple[int, int]]:
+    """Per agent: distinct conversations replied in, and replies, in the period."""
+    rolled = parts.rolled
+    if rolled is None or period.days < SPANS_FROM_DAYS:
+        return await _handled_live(session, period.start, period.end, ids)
+    replies = await pairs(session, (
+        select(RollupAgentDay.agent_id, func.sum(RollupAgentDay.replies))
+        .where(RollupAgentDay.agent_id.in_(ids), RollupAgentDay.day >= rolled.first,
+               RollupAgentDay.day <= rolled.last)
+        .group_by(RollupAgentDay.agent_id)))
+    start, end = rolled.start, rolled.end
+    span = RollupAgentConversation
+    inside = await pairs(session, (
+        select(span.agent_id, func.count())
+        .where(span.agent_id.in_(ids), span.first_at >= start, span.last_at < end)
+        .group_by(span.agent_id)))
+    # A span crossing an edge of the period may or may not have a reply inside it.
+    straddling = await pairs(session, (
+        select(span.agent_id, func.count())
+        .where(span.agent_id.in_(ids), span.first_at < end, span.last_at >= start,
+               or_(span.first_at < start, span.last_at >= end),
+               _replied(span.agent_id, span.conversation_id, start, end))
+        .group_by(span.agent_id)))
+    found = {a: (int(inside.get(a, 0)) + int(straddling.get(a, 0)), int(replies.get(a, 0)))
+             for a in ids}
+    if parts.live is None:
+        return found
+    live = parts.live
+    tail = await _handled_live(session, live.start, live.end, ids)
+    # Conversations of the live days already counted from the spans.
+    again = await pairs(session, (
+        select(Interaction.agent_id, func.count(distinct(Interaction.conversation_id)))
+        .where(Interaction.agent_id.in_(ids), Interaction.direction == Direction.OUTBOUND,
+               Interaction.occurred_at >= live.start, Interaction.occurred_at < live.end,
+               _replied(Interaction.agent_id, Interaction.conversation_id, start, end))
+        .group_by(Interaction.agent_id)))
+    return {a: (c + tail.get(a, (0, 0))[0] - int(again.get(a, 0)), r + tail.get(a, (0, 0))[1])
+            for a, (c, r) in found.items()}
+
+
+async def _handled_live(session: AsyncSession, start: datetime, end: datetime,
+                        ids: list[int]) -> dict[int, tuple[int, int]]:
+    # Narrowed to the agents in SQL: one index range per agent.
+    return {a: (int(c), int(r)) for a, c, r in await session.execute(
+        select(Interaction.agent_id, func.count(distinct(Interaction.conversation_id)),
+               func.count())
+        .where(Interaction.agent_id.in_(ids), Interaction.direction == Direction.OUTBOUND,
+               Interaction.occurred_at >= start, Interaction.occurred_at < end)
+        .group_by(Interaction.agent_id))}
+
+
+def _replied(agent: Any, conversation: Any, start: datetime, end: datetime) -> Any:
+    """An outbound reply of ``agent`` in ``conversation`` within ``[start, end)``."""
+    reply = aliased(Interaction)
+    return exists().where(reply.conversation_id == conversation, reply.agent_id == agent,
+                          reply.direction == Direction.OUTBOUND, reply.occurred_at >= start,
+                          reply.occurred_at < end)
+
+
+def _durations(kind: str, parts: Split, ids: list[int], when: Any, seconds: Any,
+               *where: Any) -> Any:
+    """Durations (``g`` agent, ``s`` seconds) of the period: the roll-up's for its days,
+    the tickets' for the live days."""
+    queries = []
+    if parts.rolled is not None:
+        d = RollupTicketDuration
+        queries.append(select(d.agent_id.label("g"), d.seconds.label("s"))
+                       .where(d.kind == kind, d.agent_id.in_(ids), d.day >= parts.rolled.first,
+                              d.day <= parts.rolled.last))
+    if parts.live is not None:
+        queries.append(select(Ticket.assignee_id.label("g"), seconds.label("s"))
+                       .where(when >= parts.live.start, when < parts.live.end, *where))
+    return union_all(*queries).subquery() if len(queries) > 1 else queries[0].subquery()
+
+
+async def _csat(session: AsyncSession, parts: Split, ids: list[int],
+                ) -> dict[int, tuple[float, int]]:
+    """Per agent (assignee of the ticket answered): CSAT score sum and answers."""
+    found: dict[int, tuple[float, int]] = {}
+    if parts.rolled is not None:
+        for a, total, n in await session.execute(
+                select(RollupAgentDay.agent_id, func.sum(RollupAgentDay.csat_score_sum),
+                       func.sum(RollupAgentDay.csat_responses))
+                .where(RollupAgentDay.agent_id.in_(ids), RollupAgentDay.day >= parts.rolled.first,
+                       RollupAgentDay.day <= parts.rolled.last)
+                .group_by(RollupAgentDay.agent_id)):
+            found[a] = (float(total or 0), int(n or 0))
+    if parts.live is not None:
+        # The smaller tables are grouped whole and picked here, which lets the planner
+        # join feedback to tickets by key instead of scanning tickets by assignee.
+        for a, total, n in await session.execute(
+                select(Ticket.assignee_id, func.sum(FeedbackResponse.score), func.count())
+                .join(Ticket, Ticket.id == FeedbackResponse.ticket_id)
+                .where(FeedbackResponse.kind == "csat", FeedbackResponse.score.is_not(None),
+                       FeedbackResponse.created_at >= parts.live.start,
+                       FeedbackResponse.created_at < parts.live.end)
+                .group_by(Ticket.assignee_id)):
+            before = found.get(a, (0.0, 0))
+            found[a] = (before[0] + float(total or 0), before[1] + int(n))
+    return found
