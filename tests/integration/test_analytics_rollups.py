@@ -28,6 +28,7 @@ from crm_core.services.analytics.base import Period
 from crm_core.services.analytics.registry import ALL, Filters, build
 from crm_core.services.analytics.rollups import refresh_rollups
 from tests.analytics_support import APRIL_MAY, DAY, MAY, NOW, TODAY, World, local, seed
+from tests.campaign_support import Clock, config_from, scheduler
 
 ZONE = "Asia/Shanghai"
 YEAR = Period.ending(TODAY, 365, ZONE)
@@ -158,3 +159,18 @@ async def test_second_refresh_waits_for_none(postgres_db: Database) -> None:
         result = await refresh(postgres_db)
         assert result.skipped
     assert not (await refresh(postgres_db)).skipped
+
+
+async def test_scheduler_refreshes_the_rollups(db: Database, world: World) -> None:
+    clock = Clock(NOW)
+    ticker = scheduler(db, config_from(""), clock)
+    await ticker.tick()
+    async with db.sessions() as session:
+        state = await session.get(RollupState, "analytics")
+    assert state is not None and state.through == TODAY
+    assert (await rows(db))["rollup_channel_days"]
+    clock.advance(days=1)              # the hourly housekeeping: today closes
+    await ticker.tick()
+    async with db.sessions() as session:
+        state = await session.get(RollupState, "analytics", populate_existing=True)
+    assert state is not None and state.through == TODAY + timedelta(days=1)
