@@ -48,6 +48,7 @@ from crm_core.models.rollups import (
     RollupAgentConversation,
     RollupAgentDay,
     RollupChannelDay,
+    RollupOrderDay,
     RollupState,
     RollupTicketDuration,
 )
@@ -120,6 +121,7 @@ __all__ = [
     "RollupAgentConversation",
     "RollupAgentDay",
     "RollupChannelDay",
+    "RollupOrderDay",
     "RollupState",
     "RollupTicketDuration",
     "Segment",

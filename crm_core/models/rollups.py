@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 
-from sqlalchemy import Date, Float, Index, Integer, String
+from sqlalchemy import Date, Float, Index, Integer, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_core.models.base import Base, utcnow
@@ -80,3 +81,15 @@ class RollupTicketDuration(Base):
     day: Mapped[date] = mapped_column(Date)
     agent_id: Mapped[int | None] = mapped_column(Integer)
     seconds: Mapped[float] = mapped_column(Float)
+
+
+class RollupOrderDay(Base):
+    """Confirmed orders of one day by the agent credited (0: none) and currency."""
+
+    __tablename__ = "rollup_order_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    orders: Mapped[int] = mapped_column(Integer)
+    revenue: Mapped[Decimal] = mapped_column(Numeric(14, 2))

@@ -16,9 +16,11 @@ from crm_core.models import (
     Direction,
     FeedbackResponse,
     Interaction,
+    Order,
     RollupAgentConversation,
     RollupAgentDay,
     RollupChannelDay,
+    RollupOrderDay,
     RollupState,
     RollupTicketDuration,
     Ticket,
@@ -34,7 +36,8 @@ ZONE = "Asia/Shanghai"
 YEAR = Period.ending(TODAY, 365, ZONE)
 EARLY_MAY = Period(date(2026, 5, 1), date(2026, 5, 10), ZONE)
 PERIODS = {"day": DAY, "may": MAY, "april_may": APRIL_MAY, "year": YEAR, "early_may": EARLY_MAY}
-TABLES = (RollupChannelDay, RollupAgentDay, RollupAgentConversation, RollupTicketDuration)
+TABLES = (RollupChannelDay, RollupAgentDay, RollupOrderDay, RollupAgentConversation,
+          RollupTicketDuration)
 
 
 @pytest.fixture
@@ -119,7 +122,8 @@ async def test_late_data_and_closed_days_are_picked_up(db: Database, world: Worl
         interaction = await session.scalar(select(Interaction).where(
             Interaction.direction == Direction.OUTBOUND).order_by(Interaction.id).limit(1))
         assert interaction is not None
-        # A reply of 5 May arriving late, a reassigned ticket, a changed CSAT score.
+        # A reply of 5 May arriving late, a reassigned ticket, a changed CSAT score, an
+        # order of 8 May cancelled.
         session.add(Interaction(customer_id=interaction.customer_id,
                                 conversation_id=interaction.conversation_id,
                                 channel=Channel.PHONE, direction=Direction.OUTBOUND,
@@ -132,6 +136,8 @@ async def test_late_data_and_closed_days_are_picked_up(db: Database, world: Worl
                               .values(assignee_id=t4.assignee_id, updated_at=later))
         await session.execute(update(FeedbackResponse).where(FeedbackResponse.ticket_id == t4.id)
                               .values(score=1, updated_at=later))
+        await session.execute(update(Order).where(Order.id == world.orders["o3"])
+                              .values(status="cancelled", updated_at=later))
     stale = await figures(db)
     # The next refresh, the next day: today closes, the late rows are looked at again.
     tomorrow = NOW + timedelta(days=1)

@@ -73,12 +73,30 @@ def upgrade() -> None:
     op.create_index('ix_interactions_created_at', 'interactions', ['created_at'], unique=False)
     op.create_index('ix_tickets_updated_at', 'tickets', ['updated_at'], unique=False)
     op.create_index('ix_feedback_updated_at', 'feedback', ['updated_at'], unique=False)
+    op.create_table('rollup_order_days',
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('agent_id', sa.Integer(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('orders', sa.Integer(), nullable=False),
+    sa.Column('revenue', sa.Numeric(precision=14, scale=2), nullable=False),
+    sa.PrimaryKeyConstraint('day', 'agent_id', 'currency', name=op.f('pk_rollup_order_days'))
+    )
+    # Orders had no change time: existing ones take their creation time.
+    op.add_column('orders', sa.Column('updated_at', STAMP, nullable=True))
+    op.execute("UPDATE orders SET updated_at = created_at")
+    with op.batch_alter_table('orders') as batch_op:
+        batch_op.alter_column('updated_at', existing_type=STAMP, nullable=False)
+    op.create_index('ix_orders_updated_at', 'orders', ['updated_at'], unique=False)
     op.create_index('ix_orders_confirmed_ordered', 'orders', ['status', 'currency', 'ordered_at'],
                     unique=False, postgresql_include=['customer_id', 'agent_id', 'amount'])
 
 
 def downgrade() -> None:
     op.drop_index('ix_orders_confirmed_ordered', table_name='orders')
+    op.drop_index('ix_orders_updated_at', table_name='orders')
+    with op.batch_alter_table('orders') as batch_op:
+        batch_op.drop_column('updated_at')
+    op.drop_table('rollup_order_days')
     op.drop_index('ix_feedback_updated_at', table_name='feedback')
     op.drop_index('ix_tickets_updated_at', table_name='tickets')
     op.drop_index('ix_interactions_created_at', table_name='interactions')

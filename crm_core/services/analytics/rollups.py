@@ -1,7 +1,8 @@
 """Keeping the daily roll-ups (``crm_core.models.rollups``) up to date.
 
 Every closed day (before today in the business time zone) is rolled up: interactions by
-channel and direction, each agent's replies and CSAT answers, the span of each agent's
+channel and direction, each agent's replies and CSAT answers, confirmed orders by agent
+and currency, the span of each agent's
 replies in a conversation, and every ticket's first-response and resolution time. A
 refresh recomputes only what changed since the last one — the days that just closed, the
 days of rows written or changed since the watermark (late data included), the
@@ -26,9 +27,11 @@ from crm_core.models import (
     Direction,
     FeedbackResponse,
     Interaction,
+    Order,
     RollupAgentConversation,
     RollupAgentDay,
     RollupChannelDay,
+    RollupOrderDay,
     RollupState,
     RollupTicketDuration,
     Ticket,
@@ -131,11 +134,12 @@ class _Refresh:
         return local_day(column, self.dialect, self.zone)
 
     async def rebuild(self) -> RefreshResult:
-        for model in (RollupChannelDay, RollupAgentDay, RollupAgentConversation,
-                      RollupTicketDuration):
+        for model in (RollupChannelDay, RollupAgentDay, RollupOrderDay,
+                      RollupAgentConversation, RollupTicketDuration):
             await self.session.execute(delete(model))
         starts = [await self.session.scalar(select(func.min(Interaction.occurred_at))),
-                  await self.session.scalar(select(func.min(FeedbackResponse.created_at)))]
+                  await self.session.scalar(select(func.min(FeedbackResponse.created_at))),
+                  await self.session.scalar(select(func.min(Order.ordered_at)))]
         found = [s for s in starts if s is not None]
         days = 0
         if found:
@@ -159,6 +163,9 @@ class _Refresh:
             .outerjoin(Ticket, Ticket.id == FeedbackResponse.ticket_id)
             .where(csat_changed, FeedbackResponse.kind == "csat",
                    FeedbackResponse.created_at < self.end))}
+        touched |= {as_date(d) for d in await self.session.scalars(
+            select(self.day(Order.ordered_at)).distinct()
+            .where(Order.updated_at >= since, Order.ordered_at < self.end))}
         day_runs = runs(touched)
         await self.days(day_runs)
         conversation_ids = list(await self.session.scalars(
@@ -177,14 +184,14 @@ class _Refresh:
                              conversations, tickets)
 
     async def days(self, day_runs: Sequence[tuple[date, date]]) -> None:
-        """Recompute the channel and agent rows of these days."""
+        """Recompute the channel, agent and order rows of these days."""
         for first, last in day_runs:
-            await self.session.execute(delete(RollupChannelDay).where(
-                RollupChannelDay.day >= first, RollupChannelDay.day <= last))
-            await self.session.execute(delete(RollupAgentDay).where(
-                RollupAgentDay.day >= first, RollupAgentDay.day <= last))
+            for model in (RollupChannelDay, RollupAgentDay, RollupOrderDay):
+                await self.session.execute(delete(model).where(model.day >= first,
+                                                               model.day <= last))
             start, end = day_start(first, self.zone), day_start(last + timedelta(days=1),
                                                                    self.zone)
+            await self.orders(start, end)
             day = self.day(Interaction.occurred_at)
             channel_rows = [
                 {"day": as_date(d), "channel": c, "direction": r, "interactions": int(n)}
@@ -215,6 +222,19 @@ class _Refresh:
                 await self.session.execute(insert(RollupChannelDay), channel_rows)
             if agents:
                 await self.session.execute(insert(RollupAgentDay), list(agents.values()))
+
+    async def orders(self, start: datetime, end: datetime) -> None:
+        """Insert the order rows of ``[start, end)`` (whole days)."""
+        day, agent = self.day(Order.ordered_at), func.coalesce(Order.agent_id, 0)
+        found = [{"day": as_date(d), "agent_id": int(a), "currency": c, "orders": int(n),
+                  "revenue": total}
+                 for d, a, c, n, total in await self.session.execute(
+                     select(day, agent, Order.currency, func.count(), func.sum(Order.amount))
+                     .where(Order.status == "confirmed", Order.ordered_at >= start,
+                            Order.ordered_at < end)
+                     .group_by(day, agent, Order.currency))]
+        if found:
+            await self.session.execute(insert(RollupOrderDay), found)
 
     async def conversations(self, ids: list[int] | None) -> int:
         """Recompute the reply spans of these conversations (``None``: all)."""

@@ -20,6 +20,7 @@ class Split:
     """A period cut in two: ``rolled`` (days the roll-ups hold, or ``None``) and ``live``
     (the days after them, or ``None``)."""
 
+    period: Period
     rolled: Period | None
     live: Period | None
 
@@ -30,10 +31,10 @@ async def split(session: AsyncSession, period: Period) -> Split:
     row = (await session.execute(select(RollupState.through, RollupState.zone)
                                  .where(RollupState.name == STATE))).first()
     if row is None or row.zone != period.zone:
-        return Split(None, period)
+        return Split(period, None, period)
     through = as_date(row.through)
     if through <= period.first:
-        return Split(None, period)
+        return Split(period, None, period)
     rolled = Period(period.first, min(period.last, through - timedelta(days=1)), period.zone)
     live = Period(through, period.last, period.zone) if period.last >= through else None
-    return Split(rolled, live)
+    return Split(period, rolled, live)
