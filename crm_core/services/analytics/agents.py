@@ -195,7 +195,7 @@ async def _spreads(session: AsyncSession, kind: str, parts: Split, ids: list[int
         for agent, values in await session.execute(
                 select(d.agent_id, func.array_agg(aggregate_order_by(d.seconds, d.seconds)))
                 .where(*conditions).group_by(d.agent_id)):
-            found[agent] = [float(v) for v in values]
+            found[agent] = list(values)  # float8[]: floats, already sorted
     else:
         for agent, value in await session.execute(
                 select(d.agent_id, d.seconds).where(*conditions)
