@@ -157,6 +157,9 @@ def _register_command_groups() -> None:
     from contact_center.commands import api_cmds
 
     main.add_command(api_cmds.api)
+    from contact_center.commands import analytics_cmds
+
+    main.add_command(analytics_cmds.analytics)
 
 
 _register_command_groups()

@@ -17,7 +17,9 @@ One tick:
 3. **remind** — care tasks whose reminder is due publish ``care_task.due``.
 4. **report** — from the configured weekday and hour, last week's report is queued for
    the supervisors (``contact_center.weekly_report``, once per ISO week); once an hour
-   membership points past their expiry expire and contracts past their end are ended.
+   membership points past their expiry expire and contracts past their end are ended,
+   and the reports' daily roll-ups are refreshed (``crm_core.services.analytics.rollups``:
+   incremental, idempotent, one scheduler at a time).
 
 Every time comes from ``now`` (a callable), so tests drive the clock. Sending itself is
 the outbox dispatcher's job (``contact-center worker`` or ``serve``).
@@ -60,6 +62,7 @@ from crm_core.models import (
     utcnow,
 )
 from crm_core.services import campaigns as svc
+from crm_core.services.analytics.rollups import refresh_rollups
 from crm_core.services.campaign_config import CampaignConfig, CampaignSpec, render
 from crm_core.services.care_tasks import claim_reminders, create_task
 from crm_core.services.membership import expire_points
@@ -608,7 +611,8 @@ class CampaignScheduler:
             return 0
 
     async def housekeeping(self) -> None:
-        """Once an hour: expire due membership points, end contracts whose term is over."""
+        """Once an hour: expire due membership points, end contracts whose term is over,
+        refresh the reports' roll-ups."""
         now = self.now()
         if self._housekept_at is not None and now - self._housekept_at < HOUSEKEEPING_EVERY:
             return
@@ -616,6 +620,16 @@ class CampaignScheduler:
         async with self.database.transaction() as session:
             await expire_points(session, now=now)
             await end_contracts(session, today=now.astimezone(ZoneInfo(self.timezone)).date())
+        await self.refresh_rollups(now)
+
+    async def refresh_rollups(self, now: datetime) -> None:
+        """Refresh the reports' daily roll-ups (a failure is logged; reports stay exact,
+        reading more days live until the next refresh)."""
+        try:
+            async with self.database.transaction() as session:
+                await refresh_rollups(session, now=now, zone=self.timezone)
+        except Exception:
+            log.exception("scheduler.rollups_failed", scheduler=self.name)
 
 
 # --- wiring from settings --------------------------------------------------------------------

@@ -44,6 +44,14 @@ from crm_core.models.membership import MemberLevel, MemberLevelChange, Membershi
 from crm_core.models.outbox import OutboxMessage
 from crm_core.models.queue import QueueEntry
 from crm_core.models.reports import ReportDelivery
+from crm_core.models.rollups import (
+    RollupAgentConversation,
+    RollupAgentDay,
+    RollupChannelDay,
+    RollupOrderDay,
+    RollupState,
+    RollupTicketDuration,
+)
 from crm_core.models.sales import (
     Contract,
     FollowUp,
@@ -110,6 +118,12 @@ __all__ = [
     "QuarantinedMessage",
     "QueueEntry",
     "ReportDelivery",
+    "RollupAgentConversation",
+    "RollupAgentDay",
+    "RollupChannelDay",
+    "RollupOrderDay",
+    "RollupState",
+    "RollupTicketDuration",
     "Segment",
     "Team",
     "Ticket",

@@ -149,6 +149,7 @@ class FeedbackResponse(Base):
     __table_args__ = (
         UniqueConstraint("send_id", "kind"),
         Index("ix_feedback_created_at", "created_at"),
+        Index("ix_feedback_updated_at", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -94,6 +94,11 @@ class Order(Base):
     __table_args__ = (
         Index("ix_orders_customer_ordered", "customer_id", "ordered_at"),
         Index("ix_orders_ordered_at", "ordered_at"),
+        # Reports over long ranges (RFM, revenue by agent and month): an index-only scan.
+        Index("ix_orders_confirmed_ordered", "status", "currency", "ordered_at",
+              postgresql_include=["customer_id", "agent_id", "amount"]),
+        # Roll-up refresh: what changed since the watermark.
+        Index("ix_orders_updated_at", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -113,6 +118,7 @@ class Order(Base):
     """When payment is due; an unpaid balance after it is overdue."""
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class OrderLine(Base):

@@ -61,6 +61,8 @@ class Interaction(Base):
         Index("ix_interactions_occurred_channel", "occurred_at", "channel", "direction"),
         Index("ix_interactions_agent_occurred", "agent_id", "direction", "occurred_at",
               "conversation_id"),
+        # Roll-up refresh: what arrived since the watermark.
+        Index("ix_interactions_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -95,6 +97,8 @@ class Ticket(Base):
         Index("ix_tickets_status_priority", "status", "priority"),
         Index("ix_tickets_created_at", "created_at"),
         Index("ix_tickets_resolved_at", "resolved_at"),
+        # Roll-up refresh: what changed since the watermark.
+        Index("ix_tickets_updated_at", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -17,6 +17,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import flag_modified
 
 from crm_core.errors import NotFoundError, StateError, ValidationError
 from crm_core.models import (
@@ -217,10 +218,11 @@ async def create_order(
     order = Order(customer_id=customer_id, currency=_currency(currency), status=CONFIRMED,
                   ordered_at=ordered_at or now, opportunity_id=opportunity_id,
                   agent_id=agent_id or customer.owner_agent_id, due_on=due_on,
-                  created_at=now, amount=total, paid_amount=Decimal("0"))
+                  created_at=now, updated_at=now, amount=total, paid_amount=Decimal("0"))
     session.add(order)
     await session.flush()
     order.number = number or f"SO-{order.id:06d}"
+    _touch(order, now)
     for line in prepared:
         line.order_id = order.id
         session.add(line)
@@ -245,6 +247,7 @@ async def cancel_order(session: AsyncSession, order_id: int, *, now: datetime, a
     if order.paid_amount > 0:
         raise StateError(f"order {order.number} has payments; refund them first")
     order.status = CANCELLED
+    _touch(order, now)
     if order.currency == reporting_currency:
         await recompute_lifetime_value(session, order.customer_id,
                                        reporting_currency=reporting_currency)
@@ -275,10 +278,18 @@ async def record_payment(session: AsyncSession, order_id: int, amount: object, *
                       paid_at=paid_at or now)
     session.add(payment)
     order.paid_amount = order.paid_amount + value
+    _touch(order, now)
     audit.record(session, actor=actor, action="payment", entity_type="order",
                  entity_id=order_id, after={"amount": value, "method": method})
     await session.flush()
     return payment
+
+
+def _touch(order: Order, now: datetime) -> None:
+    # Set even when equal to the old value, so the update keeps ``now`` (the roll-ups'
+    # watermark reads it) instead of taking the clock's time.
+    order.updated_at = now
+    flag_modified(order, "updated_at")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -230,6 +231,9 @@ def test_cli_demo_then_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "200 customers" in loaded.output
     assert f"{DEMO_ADMIN_LOGIN} / {DEMO_ADMIN_PASSWORD}" in loaded.output
     assert DEMO_AGENT_PASSWORD in loaded.output
+    with sqlite3.connect(tmp_path / "cli.db") as conn:   # the reports' roll-ups are built
+        assert conn.execute("SELECT count(*) FROM rollup_state").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM rollup_channel_days").fetchone()[0] > 0
 
     found = runner.invoke(main, ["customers", "search", "张"])
     assert found.exit_code == 0, found.output

@@ -190,6 +190,21 @@ async def spreads(session: AsyncSession, seconds: ColumnElement[float],
     return {g: Spread(len(v), percentile(v, 0.5), percentile(v, 0.9)) for g, v in found.items()}
 
 
+async def spreads_over(session: AsyncSession, source: Any) -> dict[Hashable, Spread]:
+    """p50/p90 per group of a subquery with the columns ``g`` (group) and ``s`` (seconds),
+    computed as :func:`spreads` does (``percentile_cont``, or sorted and interpolated)."""
+    g, s = source.c.g, source.c.s
+    if dialect_of(session) == "postgresql":
+        return {key: Spread(int(n), _float(p50), _float(p90)) for key, n, p50, p90 in
+                await session.execute(
+                    select(g, func.count(), func.percentile_cont(0.5).within_group(s),
+                           func.percentile_cont(0.9).within_group(s)).group_by(g))}
+    found: dict[Hashable, list[float]] = {}
+    for key, value in await session.execute(select(g, s).order_by(g, s)):
+        found.setdefault(key, []).append(float(value))
+    return {k: Spread(len(v), percentile(v, 0.5), percentile(v, 0.9)) for k, v in found.items()}
+
+
 async def pairs(session: AsyncSession, query: Any) -> dict[Any, Any]:
     """A two-column query as a dictionary."""
     return {key: value for key, value in await session.execute(query)}

@@ -5,22 +5,27 @@ probabilities of open deals and the contracts up for renewal."""
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_core.models import Contract, Opportunity, Order, Payment, PipelineStage
+from crm_core.models import Contract, Opportunity, Order, Payment, PipelineStage, RollupOrderDay
 from crm_core.services.analytics.base import (
     DEFAULT_CURRENCY,
     Chart,
     Period,
     Report,
     Table,
+    as_decimal,
     dialect_of,
     month_key,
     number,
     ratio,
 )
+from crm_core.services.analytics.rollups import as_date
+from crm_core.services.analytics.split import split
 
 DEFAULT_RENEWAL_RATE = 0.5
 """The renewal rate assumed before any contract has ended or renewed."""
@@ -31,7 +36,6 @@ async def sales_report(session: AsyncSession, period: Period, *, today: date,
     """Tables ``pipeline`` (open deals by stage), ``monthly`` (orders and revenue by month)
     and ``summary`` (revenue, payments, receivables, win rate)."""
     report = Report("sales", period)
-    dialect = dialect_of(session)
     start, end = period.start, period.end
     probability = func.coalesce(Opportunity.probability, PipelineStage.probability)
     pipeline = await session.execute(
@@ -47,12 +51,7 @@ async def sales_report(session: AsyncSession, period: Period, *, today: date,
                      [[s, int(n), number(a), number(w)] for s, n, a, w in pipeline]),
                Chart("pipeline", "bar", "stage", ("amount", "weighted")))
 
-    month = month_key(Order.ordered_at, dialect, period.zone)
-    monthly = {m: (int(n), number(a)) for m, n, a in await session.execute(
-        select(month, func.count(), func.sum(Order.amount))
-        .where(Order.status == "confirmed", Order.currency == currency,
-               Order.ordered_at >= start, Order.ordered_at < end)
-        .group_by(month))}
+    monthly = await _monthly_orders(session, period, currency)
     report.add(Table("monthly", ["month", "orders", "revenue"],
                      [[m, *monthly.get(m, (0, 0.0))] for m in period.months()]),
                Chart("monthly", "line", "month", ("revenue",)))
@@ -82,6 +81,36 @@ async def sales_report(session: AsyncSession, period: Period, *, today: date,
         ["win_rate", ratio(won, won + lost)],
     ]))
     return report
+
+
+async def _monthly_orders(session: AsyncSession, period: Period, currency: str,
+                          ) -> dict[str, tuple[int, float]]:
+    """Confirmed orders and revenue by month: whole days from ``rollup_order_days``, the
+    days after them counted live."""
+    parts = await split(session, period)
+    found: dict[str, tuple[int, Decimal]] = {}
+
+    def add(key: str, n: Any, amount: Any) -> None:
+        count, total = found.get(key, (0, Decimal(0)))
+        found[key] = (count + int(n), total + as_decimal(amount))
+
+    if parts.rolled is not None:
+        day = RollupOrderDay
+        for d, n, amount in await session.execute(
+                select(day.day, func.sum(day.orders), func.sum(day.revenue))
+                .where(day.currency == currency, day.day >= parts.rolled.first,
+                       day.day <= parts.rolled.last)
+                .group_by(day.day)):
+            add(as_date(d).strftime("%Y-%m"), n, amount)
+    if parts.live is not None:
+        month = month_key(Order.ordered_at, dialect_of(session), period.zone)
+        for key, n, amount in await session.execute(
+                select(month, func.count(), func.sum(Order.amount))
+                .where(Order.status == "confirmed", Order.currency == currency,
+                       Order.ordered_at >= parts.live.start, Order.ordered_at < parts.live.end)
+                .group_by(month)):
+            add(key, n, amount)
+    return {key: (n, number(total)) for key, (n, total) in found.items()}
 
 
 async def renewal_rate(session: AsyncSession) -> float:
