@@ -7,6 +7,7 @@ from datetime import UTC
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import selectinload
 
 from contact_center.api.common import (
     changing,
@@ -31,7 +32,7 @@ from contact_center.api.models import (
     MergeIn,
     MergeOut,
 )
-from crm_core.errors import CrmError
+from crm_core.errors import CrmError, NotFoundError
 from crm_core.models import (
     CampaignSend,
     CareTask,
@@ -61,6 +62,10 @@ CUSTOMER_CREATED = "customer.created"
 CUSTOMER_DELETED = "customer.deleted"
 CUSTOMER_MERGED = "customer.merged"
 CUSTOMER_ERASED = "customer.erased"
+
+
+OUT_LOAD_OPTIONS = (selectinload(Customer.identities), selectinload(Customer.tag_rows))
+"""What :func:`customer_out` reads (not the organization: one query fewer per read)."""
 
 
 def customer_out(customer: Customer) -> CustomerOut:
@@ -101,7 +106,7 @@ async def list_customers(call: ApiCall) -> CustomerPage:
         conditions.append(Customer.id < after)
     async with database(call).sessions() as session:
         rows = list(await session.scalars(
-            select(Customer).where(*conditions).options(*svc.CUSTOMER_LOAD_OPTIONS)
+            select(Customer).where(*conditions).options(*OUT_LOAD_OPTIONS)
             .order_by(Customer.id.desc()).limit(f.limit + 1)))
     return CustomerPage(items=[customer_out(c) for c in rows[: f.limit]],
                         next_cursor=next_cursor(rows, f.limit))
@@ -127,11 +132,14 @@ async def create_customer(call: ApiCall) -> CustomerOut:
               summary="Read a customer", response=CustomerOut)
 async def get_customer(call: ApiCall) -> CustomerOut:
     """One customer with identities and tags."""
-    try:
-        async with database(call).sessions() as session:
-            return customer_out(await svc.get_customer(session, call.params["customer_id"]))
-    except CrmError as exc:
-        raise from_domain(exc) from None
+    async with database(call).sessions() as session:
+        customer = await session.scalar(
+            select(Customer).where(Customer.id == call.params["customer_id"],
+                                   Customer.deleted_at.is_(None))
+            .options(*OUT_LOAD_OPTIONS))
+    if customer is None:
+        raise from_domain(NotFoundError("customer", call.params["customer_id"]))
+    return customer_out(customer)
 
 
 @router.route("PATCH", "/customers/{customer_id}", scope="customers:write", tag=TAG,
