@@ -7,7 +7,6 @@ from datetime import UTC
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import selectinload
 
 from contact_center.api.common import (
     changing,
@@ -16,6 +15,7 @@ from contact_center.api.common import (
     next_cursor,
     settings,
 )
+from contact_center.api.customer_reads import read_customers
 from contact_center.api.errors import ApiError, from_domain
 from contact_center.api.framework import ApiCall, ApiRouter
 from contact_center.api.models import (
@@ -64,10 +64,6 @@ CUSTOMER_MERGED = "customer.merged"
 CUSTOMER_ERASED = "customer.erased"
 
 
-OUT_LOAD_OPTIONS = (selectinload(Customer.identities), selectinload(Customer.tag_rows))
-"""What :func:`customer_out` reads (not the organization: one query fewer per read)."""
-
-
 def customer_out(customer: Customer) -> CustomerOut:
     """The API view of a loaded customer."""
     data = {name: getattr(customer, name) for name in CustomerOut.model_fields
@@ -105,11 +101,8 @@ async def list_customers(call: ApiCall) -> CustomerPage:
     if after is not None:
         conditions.append(Customer.id < after)
     async with database(call).sessions() as session:
-        rows = list(await session.scalars(
-            select(Customer).where(*conditions).options(*OUT_LOAD_OPTIONS)
-            .order_by(Customer.id.desc()).limit(f.limit + 1)))
-    return CustomerPage(items=[customer_out(c) for c in rows[: f.limit]],
-                        next_cursor=next_cursor(rows, f.limit))
+        rows = await read_customers(session, conditions, limit=f.limit + 1)
+    return CustomerPage(items=rows[: f.limit], next_cursor=next_cursor(rows, f.limit))
 
 
 @router.route("POST", "/customers", scope="customers:write", summary="Create a customer",
@@ -132,14 +125,13 @@ async def create_customer(call: ApiCall) -> CustomerOut:
               summary="Read a customer", response=CustomerOut)
 async def get_customer(call: ApiCall) -> CustomerOut:
     """One customer with identities and tags."""
+    customer_id = call.params["customer_id"]
     async with database(call).sessions() as session:
-        customer = await session.scalar(
-            select(Customer).where(Customer.id == call.params["customer_id"],
-                                   Customer.deleted_at.is_(None))
-            .options(*OUT_LOAD_OPTIONS))
-    if customer is None:
-        raise from_domain(NotFoundError("customer", call.params["customer_id"]))
-    return customer_out(customer)
+        found = await read_customers(
+            session, [Customer.id == customer_id, Customer.deleted_at.is_(None)], limit=1)
+    if not found:
+        raise from_domain(NotFoundError("customer", customer_id))
+    return found[0]
 
 
 @router.route("PATCH", "/customers/{customer_id}", scope="customers:write", tag=TAG,
