@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contact_center.api.models import CustomerOut, IdentityOut
@@ -15,6 +15,16 @@ from crm_core.models import Customer, CustomerIdentity, CustomerTag
 
 _FIELDS = tuple(n for n in CustomerOut.model_fields if n not in {"tags", "identities"})
 _COLUMNS = tuple(getattr(Customer, name) for name in _FIELDS)
+# Built once with an expanding parameter: an IN over literal ids costs a coercion and a
+# cache-key entry per id on every call.
+_IDENTITIES = (
+    select(CustomerIdentity.customer_id, CustomerIdentity.id, CustomerIdentity.kind,
+           CustomerIdentity.value, CustomerIdentity.label, CustomerIdentity.verified)
+    .where(CustomerIdentity.customer_id.in_(bindparam("ids", expanding=True)))
+    .order_by(CustomerIdentity.id))
+_TAGS = (select(CustomerTag.customer_id, CustomerTag.tag)
+         .where(CustomerTag.customer_id.in_(bindparam("ids", expanding=True)))
+         .order_by(CustomerTag.tag))
 
 
 async def read_customers(session: AsyncSession, conditions: Sequence[ColumnElement[bool]],
@@ -26,17 +36,12 @@ async def read_customers(session: AsyncSession, conditions: Sequence[ColumnEleme
         return []
     ids = [row.id for row in rows]
     identities: dict[int, list[IdentityOut]] = defaultdict(list)
-    for row in await session.execute(
-            select(CustomerIdentity.customer_id, CustomerIdentity.id, CustomerIdentity.kind,
-                   CustomerIdentity.value, CustomerIdentity.label, CustomerIdentity.verified)
-            .where(CustomerIdentity.customer_id.in_(ids)).order_by(CustomerIdentity.id)):
+    for row in await session.execute(_IDENTITIES, {"ids": ids}):
         identities[row.customer_id].append(IdentityOut(
             id=row.id, kind=row.kind, value=row.value, label=row.label,
             verified=bool(row.verified)))
     tags: dict[int, list[str]] = defaultdict(list)
-    for customer_id, tag in await session.execute(
-            select(CustomerTag.customer_id, CustomerTag.tag)
-            .where(CustomerTag.customer_id.in_(ids)).order_by(CustomerTag.tag)):
+    for customer_id, tag in await session.execute(_TAGS, {"ids": ids}):
         tags[customer_id].append(tag)
     return [_out(row._asdict(), identities[row.id], tags[row.id]) for row in rows]
 
