@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import event, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.errors import NotFoundError, ValidationError
@@ -47,6 +47,13 @@ def public_name(name: str, data: dict[str, Any]) -> str | None:
                                                       data.get("channel")):
         return "note.created"
     return public
+
+
+def _forget_wanted(session: AsyncSession) -> None:
+    """Drop the cached wanted events now and again once the change committed (a
+    transaction of this process may have re-read the old state in between)."""
+    WANTED.forget()
+    event.listen(session.sync_session, "after_commit", lambda _s: WANTED.forget(), once=True)
 
 
 def check_url(url: str) -> str:
@@ -85,7 +92,7 @@ async def create_subscription(
         consecutive_failures=0, created_by=actor)
     session.add(row)
     await session.flush()
-    WANTED.forget()
+    _forget_wanted(session)
     audit.record(session, actor=actor, action="create", entity_type="webhook",
                  entity_id=row.id, after={"name": row.name, "url": row.url,
                                           "events": row.events})
@@ -113,7 +120,7 @@ async def set_active(session: AsyncSession, subscription_id: int, active: bool, 
     else:
         row.disabled_at = utcnow()
         row.disabled_reason = f"switched off by {actor}"
-    WANTED.forget()
+    _forget_wanted(session)
     audit.record(session, actor=actor, action="enable" if active else "disable",
                  entity_type="webhook", entity_id=row.id, before=before,
                  after={"active": active})
@@ -129,7 +136,7 @@ async def delete_subscription(session: AsyncSession, subscription_id: int, *,
                  entity_id=row.id, before={"name": row.name, "url": row.url})
     await session.delete(row)
     await session.flush()
-    WANTED.forget()
+    _forget_wanted(session)
 
 
 async def list_subscriptions(session: AsyncSession) -> list[WebhookSubscription]:
@@ -225,14 +232,14 @@ async def record_events(
     subscriptions = list(await session.scalars(
         select(WebhookSubscription).where(WebhookSubscription.active.is_(True))))
     rows: list[WebhookDelivery] = []
-    for event, data, at in public:
-        targets = [s for s in subscriptions if _wants(s, event)]
+    for name, data, at in public:
+        targets = [s for s in subscriptions if _wants(s, name)]
         if not targets:
             continue
         event_id = uuid.uuid4().hex
-        body = {"id": event_id, "event": event, "created_at": at.isoformat(),
+        body = {"id": event_id, "event": name, "created_at": at.isoformat(),
                 "data": audit.jsonable(data)}
-        rows.extend(WebhookDelivery(subscription_id=s.id, event_id=event_id, event=event,
+        rows.extend(WebhookDelivery(subscription_id=s.id, event_id=event_id, event=name,
                                     payload=body, status=PENDING, attempts=0,
                                     next_attempt_at=at) for s in targets)
     if rows:
