@@ -14,9 +14,10 @@ from contact_center.api.models import CustomerOut, IdentityOut
 from crm_core.models import Customer, CustomerIdentity, CustomerTag
 
 _FIELDS = tuple(n for n in CustomerOut.model_fields if n not in {"tags", "identities"})
-_COLUMNS = tuple(getattr(Customer, name) for name in _FIELDS)
-# Built once with an expanding parameter: an IN over literal ids costs a coercion and a
-# cache-key entry per id on every call.
+# Statements built once (an IN with an expanding parameter): building them per call cost
+# a coercion per column and per id, and a cache-key entry per id.
+_CUSTOMERS = select(*(getattr(Customer, name) for name in _FIELDS)).order_by(
+    Customer.id.desc())
 _IDENTITIES = (
     select(CustomerIdentity.customer_id, CustomerIdentity.id, CustomerIdentity.kind,
            CustomerIdentity.value, CustomerIdentity.label, CustomerIdentity.verified)
@@ -30,8 +31,7 @@ _TAGS = (select(CustomerTag.customer_id, CustomerTag.tag)
 async def read_customers(session: AsyncSession, conditions: Sequence[ColumnElement[bool]],
                          *, limit: int) -> list[CustomerOut]:
     """Up to ``limit`` customers matching ``conditions``, newest first."""
-    rows = (await session.execute(select(*_COLUMNS).where(*conditions)
-                                  .order_by(Customer.id.desc()).limit(limit))).all()
+    rows = (await session.execute(_CUSTOMERS.where(*conditions).limit(limit))).all()
     if not rows:
         return []
     ids = [row.id for row in rows]
