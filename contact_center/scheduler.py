@@ -69,7 +69,7 @@ from crm_core.services.membership import expire_points
 from crm_core.services.sales import end_contracts
 from routing.assignment import choose_assignee
 from routing.envelope import SenderHandles
-from routing.events import Event, EventBus
+from routing.events import Event, EventBus, record_webhooks
 from routing.outbox import enqueue_reply
 
 log = structlog.get_logger(__name__)
@@ -420,6 +420,7 @@ class CampaignScheduler:
             if outgoing:
                 await self._enqueue(session, outgoing, now)
                 report.queued += len(outgoing)
+            await record_webhooks(session, events)
         if events and self.events is not None:
             await self.events.publish(events)
         return report
@@ -707,10 +708,7 @@ async def run_scheduler(settings: Any, *, once: bool = False) -> TickReport | No
     database = open_database(settings)
     redis = redis_client(settings)
     try:
-        from contact_center.webhooks import attach_recorder
-
         events = build_events(redis)
-        attach_recorder(events, database)
         scheduler = build_scheduler(settings, database, events=events)
         if once:
             return await scheduler.tick()

@@ -1,5 +1,6 @@
-"""Outbound webhooks: committed domain events become durable delivery rows, a loop posts
-them signed (HMAC-SHA256 over ``<timestamp>.<body>``), retrying with exponential backoff.
+"""Outbound webhooks: a loop posts the delivery rows that domain events left in the
+transaction of their change (:func:`routing.events.record_webhooks`), signed
+(HMAC-SHA256 over ``<timestamp>.<body>``), retrying with exponential backoff.
 
 Receivers check ``X-CC-Signature: t=<unix seconds>,v1=<hex>`` with :func:`verify` (or the
 three lines in the README), reject old timestamps, and drop repeats by ``X-CC-Event-Id``.
@@ -26,7 +27,6 @@ from crm_core.db import Database
 from crm_core.errors import ValidationError
 from crm_core.models import utcnow
 from crm_core.services import webhooks as svc
-from routing.events import Event, EventBus
 
 log = structlog.get_logger(__name__)
 
@@ -35,30 +35,8 @@ EVENT_HEADER = "X-CC-Event"
 EVENT_ID_HEADER = "X-CC-Event-Id"
 TOLERANCE_SECONDS = 300
 MAX_ANSWER_BYTES = 64 * 1024
-WEBHOOK_EVENTS: dict[str, str] = {
-    "customer.created": "customer.created",
-    "customer.updated": "customer.updated",
-    "customer.deleted": "customer.deleted",
-    "customer.merged": "customer.merged",
-    "customer.erased": "customer.erased",
-    "interaction.logged": "message.created",
-    "ticket.created": "ticket.created",
-    "ticket.updated": "ticket.updated",
-    "conversation.assigned": "conversation.assigned",
-    "care_task.created": "care_task.created",
-}
-"""Internal event name → the public name subscribers use (a message is an interaction)."""
-PUBLIC_EVENTS = (*sorted({*WEBHOOK_EVENTS.values(), "note.created"}), "webhook.test")
-
-
-def public_name(event: Event) -> str | None:
-    """The name subscribers know an event by; internal notes are ``note.created``, not
-    messages; ``None`` for events that stay inside."""
-    name = WEBHOOK_EVENTS.get(event.name)
-    if name == "message.created" and "internal" in (event.data.get("direction"),
-                                                    event.data.get("channel")):
-        return "note.created"
-    return name
+WEBHOOK_EVENTS = svc.WEBHOOK_EVENTS
+PUBLIC_EVENTS = svc.PUBLIC_EVENTS
 
 
 def check_target(url: str, *, allow_private: bool) -> None:
@@ -97,48 +75,6 @@ def verify(secret: str, header: str, body: bytes, *, now: float | None = None,
         return False
     expected = sign(secret, timestamp, body).split(",", 1)[1].removeprefix("v1=")
     return hmac.compare_digest(expected, parts.get("v1", ""))
-
-
-class WebhookRecorder:
-    """An EventBus listener that writes one delivery row per interested subscription.
-
-    Which events anyone wants is cached for ``cache_seconds``, so the routing engine's
-    events cost no transaction while nobody subscribes to them (a new subscription
-    starts receiving within that time).
-    """
-
-    def __init__(self, database: Database, *, cache_seconds: float = 2.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.database = database
-        self.cache_seconds = cache_seconds
-        self.monotonic = monotonic
-        self._wanted: set[str] = set()
-        self._expires = 0.0
-
-    async def _wanted_events(self) -> set[str]:
-        if self.monotonic() >= self._expires:
-            async with self.database.sessions() as session:
-                self._wanted = {e for s in await svc.list_subscriptions(session) if s.active
-                                for e in s.events}
-            self._expires = self.monotonic() + self.cache_seconds
-        return self._wanted
-
-    async def __call__(self, event: Event) -> None:
-        """Record the event for its subscribers (internal events without a public name are
-        not sent)."""
-        public = public_name(event)
-        if public is None:
-            return
-        wanted = await self._wanted_events()
-        if public not in wanted and "*" not in wanted:
-            return
-        async with self.database.transaction() as session:
-            await svc.enqueue_event(session, public, event.data, at=event.at)
-
-
-def attach_recorder(events: EventBus, database: Database) -> None:
-    """Make every committed event of this process reach the webhook subscribers."""
-    events.subscribe("*", WebhookRecorder(database))
 
 
 class WebhookSender:

@@ -85,12 +85,10 @@ def build_engine(settings: Settings, database: Database, redis: Any | None = Non
     """The routing engine on the configured bus (with the campaigns' ``[feedback]`` rules
     for the care steps, so separate workers classify feedback like ``serve`` does)."""
     from contact_center.scheduler import load_config
-    from contact_center.webhooks import attach_recorder
     from routing.steps.care import configure_care
 
     configure_care(load_config(settings).feedback)
     events = build_events(redis)
-    attach_recorder(events, database)
     return RoutingEngine(
         database,
         build_bus(settings, database, redis),

@@ -45,7 +45,7 @@ from routing import metrics
 from routing.bus import DatabaseBus, Delivery
 from routing.context import RoutingConfig, RoutingContext, StopProcessing
 from routing.envelope import InboundMessage
-from routing.events import Event, EventBus
+from routing.events import Event, EventBus, record_webhooks
 from routing.pipeline import DEFAULT_PIPELINE, Step
 
 log = structlog.get_logger(__name__)
@@ -309,6 +309,7 @@ class RoutingEngine:
                 await self._route(session, item, item.envelope, savepoint=shared)
                 session.expunge_all()  # the next envelope starts as in a fresh session
             await self._write_rule_hits(session, taken)
+            await record_webhooks(session, [e for item in taken for e in item.events])
             if self.ack_in_transaction:
                 await self._settle_in_transaction(session, taken)
         if renew and self.ack_in_transaction:

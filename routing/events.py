@@ -1,21 +1,27 @@
 """Domain events: names as constants, in-process subscribers, Redis pub/sub for scale-out.
 
 Events are collected while a message is processed and published only after its
-transaction commits, so no listener ever sees a rolled-back change.
+transaction commits, so no listener ever sees a rolled-back change. Their webhook
+deliveries are written before, in that same transaction (:func:`record_webhooks`), so a
+crash between the commit and the publication loses no delivery.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_core.db import Database
 from crm_core.models import utcnow
+from crm_core.services import webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +94,28 @@ class EventBus:
                 await forwarder.publish(batch)
             except Exception:
                 log.exception("event.forward_failed")
+
+
+async def record_webhooks(session: AsyncSession, events: Iterable[Event]) -> int:
+    """Write the webhook deliveries of ``events`` in the session's transaction (call it
+    before the commit of the change the events describe); returns the rows added."""
+    return await webhooks.record_events(session, ((e.name, e.data, e.at) for e in events))
+
+
+@asynccontextmanager
+async def changing(
+    database: Database, bus: EventBus | None
+) -> AsyncIterator[tuple[AsyncSession, list[Event]]]:
+    """A write transaction and a list for the events it causes: on success their webhook
+    deliveries are written in the transaction, then, once it committed, the events are
+    published on ``bus`` (live consoles). An error rolls back both and publishes nothing.
+    """
+    async with database.transaction() as session:
+        events: list[Event] = []
+        yield session, events
+        await record_webhooks(session, events)
+    if events and bus is not None:
+        await bus.publish(events)
 
 
 class RedisEventForwarder:

@@ -18,7 +18,7 @@ from contact_center.api.ratelimit import MemoryRateLimiter, RateLimiter, RedisRa
 from contact_center.settings import Settings
 from crm_core.db import Database
 from crm_core.models import ApiToken, utcnow
-from crm_core.services.api_tokens import find_token, needs_touch, touch_token
+from crm_core.services.api_tokens import TOKENS, find_token, needs_touch, touch_token
 from routing.engine import RoutingEngine
 
 log = structlog.get_logger(__name__)
@@ -47,12 +47,18 @@ def _bearer(request: web.Request) -> str:
 
 
 async def _token(request: web.Request) -> ApiToken | None:
-    """The request's token, read without a write lock; its last use is written at most
-    once a minute, in a short transaction of its own."""
+    """The request's token, from the process's short cache of live tokens or read without
+    a write lock; its last use is written at most once a minute, in a short transaction
+    of its own."""
     database = request.app[API_DATABASE]
     now = utcnow()
-    async with database.sessions() as session:
-        token = await find_token(session, _bearer(request), now=now)
+    secret = _bearer(request)
+    token = TOKENS.get(secret, now)
+    if token is None:
+        async with database.sessions() as session:
+            token = await find_token(session, secret, now=now)
+        if token is not None:
+            TOKENS.put(secret, token)
     if token is not None and needs_touch(token, now):
         async with database.transaction() as session:
             await touch_token(session, token.id, now=now, remote=request.remote)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from contact_center.api.errors import ApiError
 from contact_center.api.framework import ApiCall
 from contact_center.settings import Settings
 from crm_core.db import Database
+from routing import events
 from routing.engine import RoutingEngine
 from routing.events import Event
 
@@ -29,9 +32,10 @@ def settings(call: ApiCall) -> Settings:
     return call.request.app[API_SETTINGS]
 
 
-async def publish(call: ApiCall, name: str, data: dict[str, Any]) -> None:
-    """Publish a domain event after the change committed (live consoles, webhooks)."""
-    await call.request.app[API_ENGINE].events.publish([Event(name, data)])
+def changing(call: ApiCall) -> AbstractAsyncContextManager[tuple[AsyncSession, list[Event]]]:
+    """A write transaction and the list of events it causes: their webhook deliveries
+    commit with the change, live consoles hear of them after (see ``routing.events``)."""
+    return events.changing(database(call), call.request.app[API_ENGINE].events)
 
 
 def encode_cursor(last_id: int) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import structlog
 from sqlalchemy import select
 
-from contact_center.api.common import database, decode_cursor, next_cursor, publish
+from contact_center.api.common import changing, database, decode_cursor, next_cursor
 from contact_center.api.errors import ApiError, from_domain
 from contact_center.api.framework import ApiCall, ApiRouter
 from contact_center.api.models import (
@@ -25,7 +25,7 @@ from crm_core.models import Channel, Conversation, Direction, Interaction, Ticke
 from crm_core.services import audit
 from crm_core.services.customers import get_customer
 from routing.envelope import SenderHandles
-from routing.events import INTERACTION_LOGGED, TICKET_UPDATED
+from routing.events import INTERACTION_LOGGED, TICKET_UPDATED, Event
 from routing.outbox import enqueue_reply
 
 log = structlog.get_logger(__name__)
@@ -106,7 +106,7 @@ async def send_reply(call: ApiCall) -> ReplyOut:
     body: ReplyIn = call.body
     agent_id = call.token.agent_id
     try:
-        async with database(call).transaction() as session:
+        async with changing(call) as (session, events):
             conversation = await session.get(Conversation, call.params["conversation_id"])
             if conversation is None:
                 raise ApiError(404, "not_found", "no such conversation")
@@ -141,18 +141,17 @@ async def send_reply(call: ApiCall) -> ReplyOut:
                                 "outbox_id": message.id})
             result = ReplyOut(interaction_id=message.interaction_id, outbox_id=message.id,
                               conversation_id=conversation.id)
-            customer_id = customer.id
-            ticket_id = ticket.id if ticket is not None else None
+            events.append(Event(INTERACTION_LOGGED, {
+                "interaction_id": result.interaction_id,
+                "conversation_id": result.conversation_id, "customer_id": customer.id,
+                "channel": target.channel.value, "direction": Direction.OUTBOUND.value,
+                "agent_id": agent_id}))
+            if ticket is not None:
+                events.append(Event(TICKET_UPDATED, {
+                    "ticket_id": ticket.id, "change": "agent-replied",
+                    "conversation_id": result.conversation_id, "customer_id": customer.id}))
     except CrmError as exc:
         raise from_domain(exc) from None
     log.info("api.reply", conversation_id=result.conversation_id, outbox_id=result.outbox_id,
              token_id=call.token.id)
-    await publish(call, INTERACTION_LOGGED, {
-        "interaction_id": result.interaction_id, "conversation_id": result.conversation_id,
-        "customer_id": customer_id, "channel": target.channel.value,
-        "direction": Direction.OUTBOUND.value, "agent_id": agent_id})
-    if ticket_id is not None:
-        await publish(call, TICKET_UPDATED, {"ticket_id": ticket_id, "change": "agent-replied",
-                                             "conversation_id": result.conversation_id,
-                                             "customer_id": customer_id})
     return result

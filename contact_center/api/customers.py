@@ -8,7 +8,14 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from contact_center.api.common import database, decode_cursor, next_cursor, publish, settings
+from contact_center.api.common import (
+    changing,
+    database,
+    decode_cursor,
+    next_cursor,
+    settings,
+)
+from contact_center.api.customer_reads import read_customers
 from contact_center.api.errors import ApiError, from_domain
 from contact_center.api.framework import ApiCall, ApiRouter
 from contact_center.api.models import (
@@ -25,7 +32,7 @@ from contact_center.api.models import (
     MergeIn,
     MergeOut,
 )
-from crm_core.errors import CrmError
+from crm_core.errors import CrmError, NotFoundError
 from crm_core.models import (
     CampaignSend,
     CareTask,
@@ -46,6 +53,7 @@ from crm_core.services.customer_query import (
     resolve_free_text,
 )
 from crm_core.services.merge import erase_customer, merge_customers
+from routing.events import Event
 
 router = ApiRouter()
 TAG = "customers"
@@ -93,11 +101,8 @@ async def list_customers(call: ApiCall) -> CustomerPage:
     if after is not None:
         conditions.append(Customer.id < after)
     async with database(call).sessions() as session:
-        rows = list(await session.scalars(
-            select(Customer).where(*conditions).options(*svc.CUSTOMER_LOAD_OPTIONS)
-            .order_by(Customer.id.desc()).limit(f.limit + 1)))
-    return CustomerPage(items=[customer_out(c) for c in rows[: f.limit]],
-                        next_cursor=next_cursor(rows, f.limit))
+        rows = await read_customers(session, conditions, limit=f.limit + 1)
+    return CustomerPage(items=rows[: f.limit], next_cursor=next_cursor(rows, f.limit))
 
 
 @router.route("POST", "/customers", scope="customers:write", summary="Create a customer",
@@ -106,13 +111,13 @@ async def create_customer(call: ApiCall) -> CustomerOut:
     """Refused with 409 when an e-mail or phone already belongs to another customer."""
     body: CustomerIn = call.body
     try:
-        async with database(call).transaction() as session:
+        async with changing(call) as (session, events):
             created = await svc.create_customer(session, body.model_dump(exclude_unset=True),
                                                 actor=call.actor, region=_region(call))
             result = customer_out(await svc.get_customer(session, created.id))
+            events.append(Event(CUSTOMER_CREATED, {"customer_id": result.id, "channel": "api"}))
     except CrmError as exc:
         raise from_domain(exc) from None
-    await publish(call, CUSTOMER_CREATED, {"customer_id": result.id, "channel": "api"})
     return result
 
 
@@ -120,11 +125,13 @@ async def create_customer(call: ApiCall) -> CustomerOut:
               summary="Read a customer", response=CustomerOut)
 async def get_customer(call: ApiCall) -> CustomerOut:
     """One customer with identities and tags."""
-    try:
-        async with database(call).sessions() as session:
-            return customer_out(await svc.get_customer(session, call.params["customer_id"]))
-    except CrmError as exc:
-        raise from_domain(exc) from None
+    customer_id = call.params["customer_id"]
+    async with database(call).sessions() as session:
+        found = await read_customers(
+            session, [Customer.id == customer_id, Customer.deleted_at.is_(None)], limit=1)
+    if not found:
+        raise from_domain(NotFoundError("customer", customer_id))
+    return found[0]
 
 
 @router.route("PATCH", "/customers/{customer_id}", scope="customers:write", tag=TAG,
@@ -135,14 +142,14 @@ async def update_customer(call: ApiCall) -> CustomerOut:
     body: CustomerIn = call.body
     customer_id = call.params["customer_id"]
     try:
-        async with database(call).transaction() as session:
+        async with changing(call) as (session, events):
             await svc.update_customer(session, customer_id, body.model_dump(exclude_unset=True),
                                       actor=call.actor, region=_region(call))
             result = customer_out(await svc.get_customer(session, customer_id))
+            events.append(Event(CUSTOMER_UPDATED, {"customer_id": customer_id,
+                                                   "fields": sorted(body.model_fields_set)}))
     except CrmError as exc:
         raise from_domain(exc) from None
-    await publish(call, CUSTOMER_UPDATED, {"customer_id": customer_id,
-                                           "fields": sorted(body.model_fields_set)})
     return result
 
 
@@ -152,11 +159,11 @@ async def delete_customer(call: ApiCall) -> None:
     """A soft delete: the record leaves lists and can be restored in the console."""
     customer_id = call.params["customer_id"]
     try:
-        async with database(call).transaction() as session:
+        async with changing(call) as (session, events):
             await svc.delete_customer(session, customer_id, actor=call.actor)
+            events.append(Event(CUSTOMER_DELETED, {"customer_id": customer_id}))
     except CrmError as exc:
         raise from_domain(exc) from None
-    await publish(call, CUSTOMER_DELETED, {"customer_id": customer_id})
 
 
 @router.route("POST", "/customers/{customer_id}/merge", scope="customers:write", tag=TAG,
@@ -167,14 +174,14 @@ async def merge_customer(call: ApiCall) -> MergeOut:
     body: MergeIn = call.body
     survivor = call.params["customer_id"]
     try:
-        async with database(call).transaction() as session:
+        async with changing(call) as (session, events):
             record = await merge_customers(session, survivor, body.merged_id,
                                            actor=call.actor, reason=body.reason)
             record_id = record.id
+            events.append(Event(CUSTOMER_MERGED, {"customer_id": survivor,
+                                                  "merged_id": body.merged_id}))
     except CrmError as exc:
         raise from_domain(exc) from None
-    await publish(call, CUSTOMER_MERGED, {"customer_id": survivor,
-                                          "merged_id": body.merged_id})
     return MergeOut(survivor_id=survivor, merged_id=body.merged_id, merge_record_id=record_id)
 
 
@@ -200,7 +207,7 @@ async def add_identity(call: ApiCall) -> CustomerOut:
     body: IdentityIn = call.body
     customer_id = call.params["customer_id"]
     try:
-        async with database(call).transaction() as session:
+        async with changing(call) as (session, events):
             customer = await svc.get_customer(session, customer_id)
             same_kind = [{"kind": i.kind, "value": i.value, "label": i.label}
                          for i in customer.identities if i.kind == body.kind]
@@ -208,10 +215,10 @@ async def add_identity(call: ApiCall) -> CustomerOut:
             await svc.update_customer(session, customer_id, {"identities": same_kind},
                                       actor=call.actor, region=_region(call))
             result = customer_out(await svc.get_customer(session, customer_id))
+            events.append(Event(CUSTOMER_UPDATED, {"customer_id": customer_id,
+                                                   "fields": ["identities"]}))
     except CrmError as exc:
         raise from_domain(exc) from None
-    await publish(call, CUSTOMER_UPDATED, {"customer_id": customer_id,
-                                           "fields": ["identities"]})
     return result
 
 
@@ -220,7 +227,7 @@ async def add_identity(call: ApiCall) -> CustomerOut:
 async def remove_identity(call: ApiCall) -> None:
     """The handle no longer identifies this customer (audited)."""
     customer_id, identity_id = call.params["customer_id"], call.params["identity_id"]
-    async with database(call).transaction() as session:
+    async with changing(call) as (session, events):
         identity = await session.get(CustomerIdentity, identity_id)
         if identity is None or identity.customer_id != customer_id:
             raise ApiError(404, "not_found", f"customer {customer_id} has no identity "
@@ -230,8 +237,8 @@ async def remove_identity(call: ApiCall) -> None:
                      before={"identity": f"{identity.kind.value}:{identity.value}"},
                      after={"identity": None})
         await session.execute(delete(CustomerIdentity).where(CustomerIdentity.id == identity_id))
-    await publish(call, CUSTOMER_UPDATED, {"customer_id": customer_id,
-                                           "fields": ["identities"]})
+        events.append(Event(CUSTOMER_UPDATED, {"customer_id": customer_id,
+                                               "fields": ["identities"]}))
 
 
 def _row(obj: Any, *skip: str) -> dict[str, Any]:
@@ -283,12 +290,12 @@ async def erase(call: ApiCall) -> EraseOut:
     body: EraseIn = call.body
     customer_id = call.params["customer_id"]
     try:
-        async with database(call).transaction() as session:
+        async with changing(call) as (session, events):
             counts = await erase_customer(session, customer_id, actor=call.actor,
                                           reason=body.reason)
+            events.append(Event(CUSTOMER_ERASED, {"customer_id": customer_id}))
     except CrmError as exc:
         raise from_domain(exc) from None
-    await publish(call, CUSTOMER_ERASED, {"customer_id": customer_id})
     removed = {k: int(v) for k, v in counts.items() if isinstance(v, int)}
     return EraseOut(customer_id=customer_id, removed=removed)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from contact_center.api.common import database, decode_cursor, next_cursor, publish
+from contact_center.api.common import changing, database, decode_cursor, next_cursor
 from contact_center.api.errors import ApiError
 from contact_center.api.framework import ApiCall, ApiRouter
 from contact_center.api.models import TicketFilter, TicketIn, TicketOut, TicketPage, TicketPatch
@@ -21,7 +21,7 @@ from crm_core.models import (
     utcnow,
 )
 from crm_core.services import audit
-from routing.events import TICKET_CREATED, TICKET_UPDATED
+from routing.events import TICKET_CREATED, TICKET_UPDATED, Event
 
 router = ApiRouter()
 TAG = "tickets"
@@ -130,7 +130,7 @@ async def _check_refs(session: Any, assignee_id: int | None,
 async def create_ticket(call: ApiCall) -> TicketOut:
     """For a known customer, optionally tied to one of their conversations."""
     body: TicketIn = call.body
-    async with database(call).transaction() as session:
+    async with changing(call) as (session, events):
         customer = await session.get(Customer, body.customer_id)
         if customer is None or customer.deleted_at is not None:
             raise ApiError(400, "validation_error", "no such customer", "customer_id")
@@ -147,9 +147,9 @@ async def create_ticket(call: ApiCall) -> TicketOut:
                      entity_id=ticket.id, after=_state(ticket))
         await session.flush()
         result = ticket_out(ticket)
-    await publish(call, TICKET_CREATED, {
-        "ticket_id": result.id, "number": result.number, "customer_id": result.customer_id,
-        "category": result.category.value, "priority": result.priority.value})
+        events.append(Event(TICKET_CREATED, {
+            "ticket_id": result.id, "number": result.number, "customer_id": result.customer_id,
+            "category": result.category.value, "priority": result.priority.value}))
     return result
 
 
@@ -159,7 +159,7 @@ async def update_ticket(call: ApiCall) -> TicketOut:
     """Status, priority, category, assignee, subject, tags; audited before and after."""
     body: TicketPatch = call.body
     given = body.model_fields_set
-    async with database(call).transaction() as session:
+    async with changing(call) as (session, events):
         ticket = await session.get(Ticket, call.params["ticket_id"])
         if ticket is None:
             raise ApiError(404, "not_found", "no such ticket")
@@ -185,8 +185,8 @@ async def update_ticket(call: ApiCall) -> TicketOut:
                          entity_id=ticket.id, before=old, after=new)
         await session.flush()
         result = ticket_out(ticket)
-    if new:
-        await publish(call, TICKET_UPDATED, {"ticket_id": result.id, "change": "api",
-                                             "fields": sorted(new),
-                                             "customer_id": result.customer_id})
+        if new:
+            events.append(Event(TICKET_UPDATED, {"ticket_id": result.id, "change": "api",
+                                                 "fields": sorted(new),
+                                                 "customer_id": result.customer_id}))
     return result

@@ -23,6 +23,7 @@ pending ticket from "mine" while its latest snooze time is ahead.
 from __future__ import annotations
 
 import re
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -86,6 +87,7 @@ from routing.events import (
     INTERACTION_LOGGED,
     TICKET_UPDATED,
     Event,
+    changing,
 )
 from routing.outbox import enqueue_reply
 
@@ -501,6 +503,14 @@ async def _publish(request: web.Request, *events: Event) -> None:
     await request.app[ENGINE_KEY].events.publish(list(events))
 
 
+def _changing(
+    request: web.Request,
+) -> AbstractAsyncContextManager[tuple[AsyncSession, list[Event]]]:
+    """A write transaction whose events (appended to the list) get their webhook rows in
+    it and reach live consoles after it commits."""
+    return changing(request.app[DATABASE], request.app[ENGINE_KEY].events)
+
+
 async def reply(request: web.Request) -> web.StreamResponse:
     """Send a reply through the outbox, on the chosen channel, with canned text filled in."""
     ctx = context(request)
@@ -510,7 +520,7 @@ async def reply(request: web.Request) -> web.StreamResponse:
         async with database.sessions() as session:
             await visible_conversation(request, session)  # before reading (and storing) files
         form = await read_form(request)
-        async with database.transaction() as session:
+        async with _changing(request) as (session, events):
             conversation = await visible_conversation(request, session)
             customer = await get_customer(session, conversation.customer_id)
             targets = await reply_targets(session, customer, conversation)
@@ -562,7 +572,16 @@ async def reply(request: web.Request) -> web.StreamResponse:
             event_data = {"interaction_id": interaction_id, "conversation_id": destination.id,
                           "customer_id": customer.id, "channel": target.channel.value,
                           "direction": Direction.OUTBOUND.value, "agent_id": agent.id}
-            ticket_id = ticket.id if ticket else None
+            events.append(Event(INTERACTION_LOGGED, event_data))
+            if claimed:
+                events.append(Event(CONVERSATION_ASSIGNED, {
+                    "conversation_id": conversation.id, "agent_id": agent.id,
+                    "team_id": conversation.team_id, "reason": "console:replied",
+                    "customer_id": customer.id}))
+            if ticket is not None:
+                events.append(Event(TICKET_UPDATED, {
+                    "ticket_id": ticket.id, "change": "agent-replied",
+                    "conversation_id": conversation.id, "customer_id": customer.id}))
     except FormProblem as refusal:
         log.info("console.reply_refused", agent_id=agent.id,
                  conversation_id=request.match_info.get("id"), status=refusal.status)
@@ -572,17 +591,6 @@ async def reply(request: web.Request) -> web.StreamResponse:
     log.info("console.reply", agent_id=agent.id, conversation_id=event_data["conversation_id"],
              channel=event_data["channel"], outbox_id=outbox_id,
              attachments=len(form.attachments))
-    events = [Event(INTERACTION_LOGGED, event_data)]
-    if claimed:
-        events.append(Event(CONVERSATION_ASSIGNED, {
-            "conversation_id": conversation.id, "agent_id": agent.id,
-            "team_id": conversation.team_id, "reason": "console:replied",
-            "customer_id": customer.id}))
-    if ticket_id is not None:
-        events.append(Event(TICKET_UPDATED, {
-            "ticket_id": ticket_id, "change": "agent-replied",
-            "conversation_id": conversation.id, "customer_id": customer.id}))
-    await _publish(request, *events)
     return done(request, f"{PREFIX}/conversations/{conversation.id}",
                  interaction_id=interaction_id, outbox_id=outbox_id)
 
@@ -612,7 +620,6 @@ async def add_note(request: web.Request) -> web.StreamResponse:
     """An internal note; ``@login`` mentions are announced to those agents."""
     ctx = context(request)
     agent = current_agent(request)
-    database = request.app[DATABASE]
     form = await request.post()
     text = str(form.get("text", "")).strip()
     try:
@@ -620,7 +627,7 @@ async def add_note(request: web.Request) -> web.StreamResponse:
             raise FormProblem(ctx.gettext("Write a note first."))
         if len(text) > MAX_TEXT:
             raise FormProblem(ctx.gettext("The note is too long."))
-        async with database.transaction() as session:
+        async with _changing(request) as (session, events):
             conversation = await visible_conversation(request, session)
             mentioned = [a for a in await mentioned_agents(session, text) if a.id != agent.id]
             note = Interaction(
@@ -633,17 +640,18 @@ async def add_note(request: web.Request) -> web.StreamResponse:
             data = {"interaction_id": note.id, "conversation_id": conversation.id,
                     "customer_id": conversation.customer_id, "channel": Channel.INTERNAL.value,
                     "direction": Direction.INTERNAL.value, "agent_id": agent.id}
+            events.append(Event(INTERACTION_LOGGED, data))
+            if mentioned:
+                events.append(Event(NOTE_MENTIONED, {
+                    "conversation_id": data["conversation_id"],
+                    "customer_id": data["customer_id"],
+                    "interaction_id": data["interaction_id"], "author_id": agent.id,
+                    "author_name": agent.display_name,
+                    "agent_ids": [a.id for a in mentioned]}))
     except FormProblem as refusal:
         return problem(request, refusal)
     log.info("console.note", agent_id=agent.id, conversation_id=data["conversation_id"],
              interaction_id=data["interaction_id"], mentions=[a.id for a in mentioned])
-    events = [Event(INTERACTION_LOGGED, data)]
-    if mentioned:
-        events.append(Event(NOTE_MENTIONED, {
-            "conversation_id": data["conversation_id"], "customer_id": data["customer_id"],
-            "interaction_id": data["interaction_id"], "author_id": agent.id,
-            "author_name": agent.display_name, "agent_ids": [a.id for a in mentioned]}))
-    await _publish(request, *events)
     return done(request, f"{PREFIX}/conversations/{data['conversation_id']}",
                  interaction_id=data["interaction_id"])
 
@@ -678,11 +686,9 @@ async def edit_ticket(request: web.Request) -> web.StreamResponse:
     """Change status, priority, category, assignee, team and tags; audited, announced."""
     ctx = context(request)
     agent = current_agent(request)
-    database = request.app[DATABASE]
     form = await request.post()
-    events: list[Event] = []
     try:
-        async with database.transaction() as session:
+        async with _changing(request) as (session, events):
             conversation = await visible_conversation(request, session)
             ticket = await latest_ticket(session, conversation.id)
             if ticket is None:
@@ -742,7 +748,6 @@ async def edit_ticket(request: web.Request) -> web.StreamResponse:
         return problem(request, refusal)
     log.info("console.ticket_edited", agent_id=agent.id, conversation_id=conversation_id,
              ticket_id=ticket_id, fields=sorted(new))
-    await _publish(request, *events)
     return done(request, f"{PREFIX}/conversations/{conversation_id}", changed=sorted(new))
 
 
@@ -758,11 +763,10 @@ async def merge_ticket(request: web.Request) -> web.StreamResponse:
     move here, it is closed with a system note on both sides; audited."""
     ctx = context(request)
     agent = current_agent(request)
-    database = request.app[DATABASE]
     form = await request.post()
     number, ticket_id = _ticket_reference(str(form.get("ticket", "")))
     try:
-        async with database.transaction() as session:
+        async with _changing(request) as (session, events):
             conversation = await visible_conversation(request, session)
             ticket = await latest_ticket(session, conversation.id)
             other = None
@@ -819,17 +823,17 @@ async def merge_ticket(request: web.Request) -> web.StreamResponse:
                 audit.record(session, actor=actor_of(agent), action=action,
                              entity_type="ticket", entity_id=row.id, before=old,
                              after={**new, **extra})
-            result_ids = (conversation.id, ticket.id, other.id, other_conversation.id,
-                          conversation.customer_id)
+            result_ids = (conversation.id, ticket.id, other.id)
+            events.extend(Event(TICKET_UPDATED, {
+                "ticket_id": tid, "change": change, "conversation_id": cid,
+                "customer_id": conversation.customer_id})
+                for tid, change, cid in ((ticket.id, "merged", conversation.id),
+                                         (other.id, "merged-into", other_conversation.id)))
     except FormProblem as refusal:
         return problem(request, refusal)
-    conversation_id, this_id, other_id, other_conversation_id, customer_id = result_ids
+    conversation_id, this_id, other_id = result_ids
     log.info("console.tickets_merged", agent_id=agent.id, conversation_id=conversation_id,
              ticket_id=this_id, merged_ticket_id=other_id, moved=moved)
-    await _publish(request, *(Event(TICKET_UPDATED, {
-        "ticket_id": tid, "change": change, "conversation_id": cid, "customer_id": customer_id})
-        for tid, change, cid in ((this_id, "merged", conversation_id),
-                                 (other_id, "merged-into", other_conversation_id))))
     return done(request, f"{PREFIX}/conversations/{conversation_id}", moved=moved)
 
 
@@ -854,14 +858,13 @@ async def snooze(request: web.Request) -> web.StreamResponse:
     customer writes, which reopens it)."""
     ctx = context(request)
     agent = current_agent(request)
-    database = request.app[DATABASE]
     form = await request.post()
     until = _snooze_time(form, request.app[SETTINGS_KEY].locale.timezone)
     now = utcnow()
     try:
         if until is None or until <= now or until - now > SNOOZE_MAX:
             raise FormProblem(ctx.gettext("Choose a time within the next 90 days."))
-        async with database.transaction() as session:
+        async with _changing(request) as (session, events):
             conversation = await visible_conversation(request, session)
             ticket = await latest_ticket(session, conversation.id)
             if ticket is None:
@@ -876,13 +879,13 @@ async def snooze(request: web.Request) -> web.StreamResponse:
             audit.record(session, actor=actor_of(agent), action="snooze", entity_type="ticket",
                          entity_id=ticket.id, before=old, after={**new, "snoozed_until": stamp})
             ids = (conversation.id, ticket.id, conversation.customer_id)
+            events.append(Event(TICKET_UPDATED, {
+                "ticket_id": ticket.id, "change": "snoozed", "conversation_id": conversation.id,
+                "customer_id": conversation.customer_id}))
     except FormProblem as refusal:
         return problem(request, refusal)
     log.info("console.snoozed", agent_id=agent.id, conversation_id=ids[0], ticket_id=ids[1],
              until=stamp)
-    await _publish(request, Event(TICKET_UPDATED, {"ticket_id": ids[1], "change": "snoozed",
-                                                    "conversation_id": ids[0],
-                                                    "customer_id": ids[2]}))
     return done(request, f"{PREFIX}/conversations/{ids[0]}", snoozed_until=stamp)
 
 
@@ -890,9 +893,8 @@ async def unsnooze(request: web.Request) -> web.StreamResponse:
     """End a snooze now: the ticket is open again."""
     agent = current_agent(request)
     ctx = context(request)
-    database = request.app[DATABASE]
     try:
-        async with database.transaction() as session:
+        async with _changing(request) as (session, events):
             conversation = await visible_conversation(request, session)
             ticket = await latest_ticket(session, conversation.id)
             if ticket is None:
@@ -905,12 +907,12 @@ async def unsnooze(request: web.Request) -> web.StreamResponse:
             audit.record(session, actor=actor_of(agent), action="unsnooze",
                          entity_type="ticket", entity_id=ticket.id, before=old, after=new)
             ids = (conversation.id, ticket.id, conversation.customer_id)
+            events.append(Event(TICKET_UPDATED, {
+                "ticket_id": ticket.id, "change": "unsnoozed",
+                "conversation_id": conversation.id, "customer_id": conversation.customer_id}))
     except FormProblem as refusal:
         return problem(request, refusal)
     log.info("console.unsnoozed", agent_id=agent.id, conversation_id=ids[0], ticket_id=ids[1])
-    await _publish(request, Event(TICKET_UPDATED, {"ticket_id": ids[1], "change": "unsnoozed",
-                                                    "conversation_id": ids[0],
-                                                    "customer_id": ids[2]}))
     return done(request, f"{PREFIX}/conversations/{ids[0]}")
 
 

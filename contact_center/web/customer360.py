@@ -6,6 +6,7 @@ suggested duplicates. Every change goes through the audited ``crm_core`` service
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pydantic
@@ -47,7 +48,7 @@ from crm_core.services.customer_query import (
 )
 from crm_core.services.customers import get_customer, update_customer
 from crm_core.services.merge import merge_customers
-from routing.events import Event
+from routing.events import Event, changing
 
 log = structlog.get_logger(__name__)
 
@@ -189,9 +190,14 @@ def _back(request: web.Request, form: Mapping[str, Any], customer_id: int) -> st
     return safe_next(form.get("next"), f"{PREFIX}/customers/{customer_id}/card")
 
 
-async def _announce(request: web.Request, customer_id: int, **data: Any) -> None:
-    await request.app[ENGINE_KEY].events.publish(
-        [Event(CUSTOMER_UPDATED, {"customer_id": customer_id, **data})])
+def _changing(
+    request: web.Request,
+) -> AbstractAsyncContextManager[tuple[AsyncSession, list[Event]]]:
+    return changing(request.app[DATABASE], request.app[ENGINE_KEY].events)
+
+
+def _updated(customer_id: int, **data: Any) -> Event:
+    return Event(CUSTOMER_UPDATED, {"customer_id": customer_id, **data})
 
 
 async def edit_card(request: web.Request) -> web.StreamResponse:
@@ -203,7 +209,7 @@ async def edit_card(request: web.Request) -> web.StreamResponse:
     customer_id = parse_int(request.match_info.get("id")) or 0
     changes = {name: str(form[name]).strip() for name in EDITABLE if name in form}
     try:
-        async with request.app[DATABASE].transaction() as session:
+        async with _changing(request) as (session, events):
             customer = await _visible_customer(request, session, customer_id)
             if changes.get("display_name") == "":
                 raise FormProblem(ctx.gettext("The name cannot be empty."))
@@ -214,6 +220,7 @@ async def edit_card(request: web.Request) -> web.StreamResponse:
             if changed:
                 await update_customer(session, customer.id, changed, actor=actor_of(agent),
                                       region=settings.locale.default_region)
+                events.append(_updated(customer_id))
     except FormProblem as refusal:
         return problem(request, refusal)
     except ValidationError as exc:
@@ -221,8 +228,6 @@ async def edit_card(request: web.Request) -> web.StreamResponse:
                                                         reason=exc.reason)))
     log.info("console.customer_edited", agent_id=agent.id, customer_id=customer_id,
              fields=sorted(changed))
-    if changed:
-        await _announce(request, customer_id)
     return done(request, _back(request, form, customer_id), changed=sorted(changed))
 
 
@@ -244,13 +249,14 @@ async def merge_duplicate(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     customer_id = parse_int(request.match_info.get("id")) or 0
     try:
-        async with request.app[DATABASE].transaction() as session:
+        async with _changing(request) as (session, events):
             customer = await _visible_customer(request, session, customer_id)
             suggestion, other_id = await _suggestion(session, customer.id,
                                                      parse_int(form.get("suggestion")))
             other = await _visible_customer(request, session, other_id)
             await merge_customers(session, customer.id, other.id, actor=actor_of(agent),
                                   reason=f"console: duplicate suggestion #{suggestion.id}")
+            events.append(_updated(customer_id, merged_id=other_id))
     except NotFoundError:
         return problem(request, FormProblem(ctx.gettext("This suggestion is no longer open."),
                                             404))
@@ -259,7 +265,6 @@ async def merge_duplicate(request: web.Request) -> web.StreamResponse:
                                                         reason=str(exc)), 409))
     log.info("console.customers_merged", agent_id=agent.id, customer_id=customer_id,
              merged_id=other_id, suggestion_id=suggestion.id)
-    await _announce(request, customer_id, merged_id=other_id)
     return done(request, _back(request, form, customer_id), merged_id=other_id)
 
 
@@ -270,7 +275,7 @@ async def dismiss_duplicate(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     customer_id = parse_int(request.match_info.get("id")) or 0
     try:
-        async with request.app[DATABASE].transaction() as session:
+        async with _changing(request) as (session, events):
             customer = await _visible_customer(request, session, customer_id)
             suggestion, other_id = await _suggestion(session, customer.id,
                                                      parse_int(form.get("suggestion")))
@@ -278,12 +283,12 @@ async def dismiss_duplicate(request: web.Request) -> web.StreamResponse:
             audit.record(session, actor=actor_of(agent), action="dismiss_duplicate",
                          entity_type="customer", entity_id=customer.id,
                          after={"suggestion_id": suggestion.id, "other_id": other_id})
+            events.append(_updated(customer_id))
     except (NotFoundError, CrmError):
         return problem(request, FormProblem(ctx.gettext("This suggestion is no longer open."),
                                             404))
     log.info("console.duplicate_dismissed", agent_id=agent.id, customer_id=customer_id,
              suggestion_id=suggestion.id)
-    await _announce(request, customer_id)
     return done(request, _back(request, form, customer_id))
 
 

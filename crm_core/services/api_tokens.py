@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.errors import NotFoundError, ValidationError
@@ -98,6 +100,50 @@ async def find_token(session: AsyncSession, token: str, *,
     return row
 
 
+class TokenCache:
+    """Live tokens by hash, kept ``seconds`` after they were read from the database, so
+    an API request costs no database round trip for its token.
+
+    The token is still checked on every request: its hash must match a cached live row,
+    which must not be expired at that moment. Revoking a token in this process drops
+    every cached entry at once; a revocation made by another process (the CLI, another
+    web node) takes effect here within ``seconds``.
+    """
+
+    def __init__(self, seconds: float = 5.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.monotonic = monotonic
+        self._rows: dict[str, tuple[float, ApiToken]] = {}
+
+    def get(self, token: str, now: datetime) -> ApiToken | None:
+        """The cached live row for a clear token, or ``None`` (read the database then)."""
+        key = hash_token(token)
+        entry = self._rows.get(key)
+        if entry is None:
+            return None
+        expires, row = entry
+        if self.monotonic() >= expires or row.revoked_at is not None or (
+                row.expires_at is not None and row.expires_at <= now):
+            del self._rows[key]
+            return None
+        return row
+
+    def put(self, token: str, row: ApiToken) -> None:
+        """Remember a live row just read from the database."""
+        if len(self._rows) > 10_000:  # many tokens: start over rather than grow
+            self._rows.clear()
+        self._rows[hash_token(token)] = (self.monotonic() + self.seconds, row)
+
+    def forget(self) -> None:
+        """Drop every entry (a token was revoked in this process)."""
+        self._rows.clear()
+
+
+TOKENS = TokenCache()
+"""The process's cache of live tokens."""
+
+
 def needs_touch(row: ApiToken, now: datetime) -> bool:
     """Whether the last use is older than the granularity (and should be written)."""
     return row.last_used_at is None or now - row.last_used_at >= LAST_USE_GRANULARITY
@@ -126,6 +172,9 @@ async def revoke_token(session: AsyncSession, token_id: int, *, actor: str) -> A
     row = await session.get(ApiToken, token_id)
     if row is None:
         raise NotFoundError("api_token", token_id)
+    TOKENS.forget()
+    # Again once committed: a request between here and the commit may have re-read it.
+    event.listen(session.sync_session, "after_commit", lambda _s: TOKENS.forget(), once=True)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         audit.record(session, actor=actor, action="revoke", entity_type="api_token",

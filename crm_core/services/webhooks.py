@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import event, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.errors import NotFoundError, ValidationError
@@ -21,6 +23,37 @@ PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
 MAX_BACKOFF = timedelta(days=1)
+WEBHOOK_EVENTS: dict[str, str] = {
+    "customer.created": "customer.created",
+    "customer.updated": "customer.updated",
+    "customer.deleted": "customer.deleted",
+    "customer.merged": "customer.merged",
+    "customer.erased": "customer.erased",
+    "interaction.logged": "message.created",
+    "ticket.created": "ticket.created",
+    "ticket.updated": "ticket.updated",
+    "conversation.assigned": "conversation.assigned",
+    "care_task.created": "care_task.created",
+}
+"""Internal event name → the public name subscribers use (a message is an interaction)."""
+PUBLIC_EVENTS = (*sorted({*WEBHOOK_EVENTS.values(), "note.created"}), "webhook.test")
+
+
+def public_name(name: str, data: dict[str, Any]) -> str | None:
+    """The name subscribers know an internal event by; internal notes are
+    ``note.created``, not messages; ``None`` for events that stay inside."""
+    public = WEBHOOK_EVENTS.get(name)
+    if public == "message.created" and "internal" in (data.get("direction"),
+                                                      data.get("channel")):
+        return "note.created"
+    return public
+
+
+def _forget_wanted(session: AsyncSession) -> None:
+    """Drop the cached wanted events now and again once the change committed (a
+    transaction of this process may have re-read the old state in between)."""
+    WANTED.forget()
+    event.listen(session.sync_session, "after_commit", lambda _s: WANTED.forget(), once=True)
 
 
 def check_url(url: str) -> str:
@@ -59,6 +92,7 @@ async def create_subscription(
         consecutive_failures=0, created_by=actor)
     session.add(row)
     await session.flush()
+    _forget_wanted(session)
     audit.record(session, actor=actor, action="create", entity_type="webhook",
                  entity_id=row.id, after={"name": row.name, "url": row.url,
                                           "events": row.events})
@@ -86,6 +120,7 @@ async def set_active(session: AsyncSession, subscription_id: int, active: bool, 
     else:
         row.disabled_at = utcnow()
         row.disabled_reason = f"switched off by {actor}"
+    _forget_wanted(session)
     audit.record(session, actor=actor, action="enable" if active else "disable",
                  entity_type="webhook", entity_id=row.id, before=before,
                  after={"active": active})
@@ -101,6 +136,7 @@ async def delete_subscription(session: AsyncSession, subscription_id: int, *,
                  entity_id=row.id, before={"name": row.name, "url": row.url})
     await session.delete(row)
     await session.flush()
+    _forget_wanted(session)
 
 
 async def list_subscriptions(session: AsyncSession) -> list[WebhookSubscription]:
@@ -136,6 +172,80 @@ async def enqueue_event(session: AsyncSession, event: str, data: dict[str, Any],
     session.add_all(rows)
     await session.flush()
     return rows
+
+
+class WantedEvents:
+    """Which public events any active subscription wants, per database, cached for
+    ``seconds`` so a transaction whose events nobody wants costs no query.
+
+    Changes made through this module in this process take effect at once; a subscription
+    added by another process starts receiving within ``seconds``. A cached "wanted" is
+    only a hint: the subscriptions are then read in the writing transaction itself.
+    """
+
+    def __init__(self, seconds: float = 2.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.monotonic = monotonic
+        # Keyed by connection pool: one per database, shared by its sessions' engines.
+        self._cache: weakref.WeakKeyDictionary[Any, tuple[float, frozenset[str]]] = (
+            weakref.WeakKeyDictionary())
+
+    async def get(self, session: AsyncSession) -> frozenset[str]:
+        """The wanted public event names (``*`` for all) as of at most ``seconds`` ago."""
+        key = session.sync_session.get_bind().pool
+        cached = self._cache.get(key)
+        now = self.monotonic()
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        rows = await session.scalars(select(WebhookSubscription.events)
+                                     .where(WebhookSubscription.active.is_(True)))
+        wanted = frozenset(e for events in rows for e in events)
+        self._cache[key] = (now + self.seconds, wanted)
+        return wanted
+
+    def forget(self) -> None:
+        """Drop every cached answer (a subscription changed in this process)."""
+        self._cache.clear()
+
+
+WANTED = WantedEvents()
+"""The process's cache of wanted events."""
+
+
+async def record_events(
+    session: AsyncSession, events: Iterable[tuple[str, dict[str, Any], datetime]],
+) -> int:
+    """Queue the deliveries of internal events ``(name, data, at)`` in the caller's
+    transaction, so they commit (or roll back) with the change that caused them.
+
+    Events without a public name, and those no active subscription wants, write
+    nothing. Returns how many delivery rows were added.
+    """
+    public = [(p, data, at) for name, data, at in events
+              if (p := public_name(name, data)) is not None]
+    if not public:
+        return 0
+    wanted = await WANTED.get(session)
+    if not wanted or ("*" not in wanted and not any(p in wanted for p, _, _ in public)):
+        return 0
+    subscriptions = list(await session.scalars(
+        select(WebhookSubscription).where(WebhookSubscription.active.is_(True))))
+    rows: list[WebhookDelivery] = []
+    for name, data, at in public:
+        targets = [s for s in subscriptions if _wants(s, name)]
+        if not targets:
+            continue
+        event_id = uuid.uuid4().hex
+        body = {"id": event_id, "event": name, "created_at": at.isoformat(),
+                "data": audit.jsonable(data)}
+        rows.extend(WebhookDelivery(subscription_id=s.id, event_id=event_id, event=name,
+                                    payload=body, status=PENDING, attempts=0,
+                                    next_attempt_at=at) for s in targets)
+    if rows:
+        session.add_all(rows)
+        await session.flush()
+    return len(rows)
 
 
 @dataclass(frozen=True)

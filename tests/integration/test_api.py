@@ -3,14 +3,16 @@ cursor pages, customers, replies through the outbox, tickets, PII export and era
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from contact_center.api.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from crm_core.db import Database
-from crm_core.models import ApiToken, AuditLog, Customer, OutboxMessage
+from crm_core.models import ApiToken, AuditLog, Customer, OutboxMessage, utcnow
+from crm_core.services import api_tokens
 from crm_core.services.api_tokens import hash_token, revoke_token
 from tests.integration.api_support import api_client, bearer, issue_token
 from tests.integration.console_support import add_agent, seed_conversation
@@ -63,6 +65,40 @@ async def test_scopes_and_revocation(db: Database, tmp_path: Path) -> None:
         for headers in ({}, {"Authorization": "Basic abc"}, bearer("cct_not-a-token")):
             response = await client.get("/api/v1/customers", headers=headers)
             assert response.status == 401
+    finally:
+        await client.close()
+
+
+async def test_a_revocation_elsewhere_holds_within_the_token_cache_time(
+        db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(api_tokens.TOKENS, "monotonic", lambda: now[0])
+    api_tokens.TOKENS.forget()
+    client = await api_client(db, tmp_path)
+    try:
+        token = await issue_token(db, ["customers:read"])
+        assert (await client.get("/api/v1/customers", headers=bearer(token))).status == 200
+        async with db.transaction() as session:  # as the CLI in another process does
+            await session.execute(update(ApiToken).values(revoked_at=utcnow()))
+        assert (await client.get("/api/v1/customers", headers=bearer(token))).status == 200
+        now[0] = api_tokens.TOKENS.seconds + 0.1
+        assert (await client.get("/api/v1/customers", headers=bearer(token))).status == 401
+    finally:
+        await client.close()
+
+
+async def test_a_cached_token_is_refused_once_it_expires(
+        db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = await api_client(db, tmp_path)
+    try:
+        token = await issue_token(db, ["customers:read"])
+        async with db.transaction() as session:
+            await session.execute(update(ApiToken).values(
+                expires_at=utcnow() + timedelta(seconds=2)))
+        assert (await client.get("/api/v1/customers", headers=bearer(token))).status == 200
+        later = utcnow() + timedelta(seconds=3)
+        monkeypatch.setattr("contact_center.api.utcnow", lambda: later)
+        assert (await client.get("/api/v1/customers", headers=bearer(token))).status == 401
     finally:
         await client.close()
 

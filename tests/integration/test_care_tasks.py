@@ -21,7 +21,9 @@ from crm_core.models import (
     Ticket,
     TicketCategory,
     TicketStatus,
+    WebhookDelivery,
 )
+from crm_core.services import webhooks
 from crm_core.services.care_tasks import complete_task, list_tasks
 from tests.campaign_support import (
     Clock,
@@ -151,3 +153,25 @@ async def test_with_nobody_online_the_task_waits_in_the_team_queue(db: Database)
         task = await session.scalar(select(CareTask))
     assert task is not None and task.assignee_id is None and task.team_id is not None
     assert task.assignment_reason == "queue:no-agent-available"
+
+
+async def test_created_tasks_leave_webhook_deliveries_in_their_transaction(
+        db: Database) -> None:
+    """No event bus at all: the deliveries come from the scheduler's own transaction."""
+    async with db.transaction() as session:
+        await webhooks.create_subscription(
+            session, name="crm", url="https://crm.example.com/hook",
+            events=["care_task.created"], known_events=webhooks.PUBLIC_EVENTS, actor="test")
+    await _agents(db)
+    customers = [await add_customer(db, f"客户{i}") for i in range(2)]
+    clock = Clock(utc(2026, 5, 4, 2, 0))
+    runner = scheduler(db, config_from(CHECK_IN), clock)
+    await runner.tick()
+    resolved = clock.advance(minutes=5)
+    for customer_id in customers:
+        await _complaint_resolved(db, customer_id, resolved)
+    assert (await runner.tick()).tasks == 2
+    async with db.sessions() as session:
+        rows = list(await session.scalars(select(WebhookDelivery)))
+    assert sorted(r.payload["data"]["customer_id"] for r in rows) == sorted(customers)
+    assert {r.event for r in rows} == {"care_task.created"}

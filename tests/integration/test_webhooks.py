@@ -19,16 +19,19 @@ from contact_center.webhooks import (
     EVENT_ID_HEADER,
     PUBLIC_EVENTS,
     SIGNATURE_HEADER,
-    WebhookRecorder,
     WebhookSender,
-    attach_recorder,
     sign,
     verify,
 )
 from crm_core.db import Database
 from crm_core.models import WebhookDelivery, WebhookSubscription, utcnow
 from crm_core.services import webhooks as svc
-from routing.events import Event, EventBus
+from routing.bus import DatabaseBus, RetryPolicy
+from routing.context import RoutingConfig
+from routing.engine import RoutingEngine
+from routing.envelope import InboundMessage, SenderHandles
+from routing.events import Event, EventBus, changing
+from routing.rules import RuleSet
 from tests.integration.api_support import api_client, bearer, issue_token
 
 SECRET = "whsec_test_secret_0123456789"
@@ -95,16 +98,15 @@ def test_signature_round_trip_and_tampering() -> None:
 
 async def test_events_reach_the_receiver_signed(db: Database, receiver: Receiver) -> None:
     await subscribe(db, receiver.url, ["ticket.created", "message.created"])
-    events = EventBus()
-    attach_recorder(events, db)
-    await events.publish([
-        Event("ticket.created", {"ticket_id": 7, "number": "T-000007"}),
-        Event("interaction.logged", {"interaction_id": 3, "conversation_id": 2}),
-        Event("interaction.logged", {"interaction_id": 4, "direction": "internal",
-                                     "channel": "internal"}),  # a note: not a message
-        Event("ticket.updated", {"ticket_id": 7}),  # not subscribed
-        Event("notification", {"x": 1}),  # internal only
-    ])
+    async with changing(db, EventBus()) as (_session, events):
+        events.extend([
+            Event("ticket.created", {"ticket_id": 7, "number": "T-000007"}),
+            Event("interaction.logged", {"interaction_id": 3, "conversation_id": 2}),
+            Event("interaction.logged", {"interaction_id": 4, "direction": "internal",
+                                         "channel": "internal"}),  # a note: not a message
+            Event("ticket.updated", {"ticket_id": 7}),  # not subscribed
+            Event("notification", {"x": 1}),  # internal only
+        ])
     sender = WebhookSender(db)
     try:
         assert await sender.send_once() == 2
@@ -246,9 +248,7 @@ async def test_api_subscribes_tests_and_lists_deliveries(db: Database, tmp_path:
 async def test_api_changes_become_webhook_events(db: Database, tmp_path: Path,
                                                  receiver: Receiver) -> None:
     await subscribe(db, receiver.url, ["customer.created", "customer.updated"])
-    events = EventBus()
-    attach_recorder(events, db)
-    client = await api_client(db, tmp_path, events)
+    client = await api_client(db, tmp_path, EventBus())
     try:
         headers = bearer(await issue_token(db))
         created = await (await client.post("/api/v1/customers", headers=headers,
@@ -285,15 +285,84 @@ async def test_private_targets_refused_when_configured(sqlite_db: Database, tmp_
         await client.close()
 
 
-async def test_recorder_skips_unwanted_events_without_writing(db: Database) -> None:
-    now = [0.0]
-    recorder = WebhookRecorder(db, cache_seconds=2, monotonic=lambda: now[0])
-    await recorder(Event("ticket.created", {"ticket_id": 1}))  # nobody subscribed yet
-    await subscribe(db, "https://shop.example.com/hook", ["ticket.created"])
-    await recorder(Event("ticket.created", {"ticket_id": 2}))  # still the cached answer
-    now[0] = 2.5
-    await recorder(Event("ticket.created", {"ticket_id": 3}))
-    await recorder(Event("customer.updated", {"customer_id": 1}))  # not wanted
+async def deliveries(db: Database) -> list[WebhookDelivery]:
     async with db.sessions() as session:
-        rows = list(await session.scalars(select(WebhookDelivery)))
-    assert [r.payload["data"] for r in rows] == [{"ticket_id": 3}]
+        return list(await session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)))
+
+
+async def test_unwanted_events_cost_no_query_until_the_cache_expires(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(svc, "WANTED", svc.WantedEvents(2.0, monotonic=lambda: now[0]))
+
+    async def record(event: Event) -> None:
+        async with changing(db, None) as (_session, events):
+            events.append(event)
+
+    await record(Event("ticket.created", {"ticket_id": 1}))  # nobody subscribed yet
+    async with db.transaction() as session:  # another process subscribes: not forgotten
+        session.add(WebhookSubscription(name="other", url="https://shop.example.com/hook",
+                                        events=["ticket.created"], secret=SECRET, active=True,
+                                        consecutive_failures=0, created_by="test"))
+    await record(Event("ticket.created", {"ticket_id": 2}))  # still the cached answer
+    now[0] = 2.5
+    await record(Event("ticket.created", {"ticket_id": 3}))
+    await record(Event("customer.updated", {"customer_id": 1}))  # not wanted
+    assert [r.payload["data"] for r in await deliveries(db)] == [{"ticket_id": 3}]
+    # A subscription made through the service in this process counts at once.
+    await subscribe(db, "https://shop.example.com/other", ["customer.updated"])
+    await record(Event("customer.updated", {"customer_id": 2}))
+    assert [r.event for r in await deliveries(db)] == ["ticket.created", "customer.updated"]
+
+
+async def test_rolled_back_change_leaves_no_delivery_and_publishes_nothing(
+        db: Database) -> None:
+    await subscribe(db, "https://shop.example.com/hook", ["*"])
+    bus, heard = EventBus(), []
+
+    async def listener(event: Event) -> None:
+        heard.append(event)
+
+    bus.subscribe("*", listener)
+    with pytest.raises(RuntimeError):
+        async with changing(db, bus) as (_session, events):
+            events.append(Event("ticket.created", {"ticket_id": 1}))
+            raise RuntimeError("the change failed after its event was built")
+    assert await deliveries(db) == [] and heard == []
+
+
+async def test_deliveries_are_committed_before_any_listener_hears(db: Database) -> None:
+    """The rows are in the change's own transaction: when the listeners run (after the
+    commit) another session already sees them, so a crash at that moment loses none."""
+    await subscribe(db, "https://shop.example.com/hook", ["customer.created"])
+    bus, seen_rows = EventBus(), []
+
+    async def listener(event: Event) -> None:
+        seen_rows.append(len(await deliveries(db)))
+
+    bus.subscribe("*", listener)
+    async with changing(db, bus) as (_session, events):
+        events.append(Event("customer.created", {"customer_id": 5}))
+        assert await deliveries(db) == []  # not visible before the commit
+    assert seen_rows == [1]
+
+
+async def test_routing_commit_carries_its_deliveries_when_the_process_dies_after_it(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    await subscribe(db, "https://shop.example.com/hook", ["ticket.created", "message.created",
+                                                          "customer.created"])
+    policy = RetryPolicy(max_attempts=2, base_delay=timedelta(0), lease=timedelta(seconds=30))
+    engine = RoutingEngine(db, DatabaseBus(db, policy),
+                           RoutingConfig(region="CN", rules=RuleSet.default()), EventBus())
+
+    async def die(_taken: object) -> None:  # the process stops right after the commit
+        raise SystemExit
+
+    monkeypatch.setattr(engine, "_after_commit", die)
+    await engine.publish(InboundMessage(
+        channel="email", idempotency_key="imap:9:1", received_at=utcnow(),
+        sender=SenderHandles(email="li.na@example.cn"), subject="发票", text="请开发票"))
+    with pytest.raises(SystemExit):
+        await engine.run_once("test-worker")
+    assert sorted(r.event for r in await deliveries(db)) == [
+        "customer.created", "message.created", "ticket.created"]
