@@ -26,6 +26,10 @@ from crm_core.services import webhooks
 log = structlog.get_logger(__name__)
 
 CUSTOMER_CREATED = "customer.created"
+CUSTOMER_UPDATED = "customer.updated"
+CUSTOMER_DELETED = "customer.deleted"
+CUSTOMER_MERGED = "customer.merged"
+CUSTOMER_ERASED = "customer.erased"
 INTERACTION_LOGGED = "interaction.logged"
 TICKET_CREATED = "ticket.created"
 TICKET_UPDATED = "ticket.updated"

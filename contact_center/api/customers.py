@@ -53,15 +53,17 @@ from crm_core.services.customer_query import (
     resolve_free_text,
 )
 from crm_core.services.merge import erase_customer, merge_customers
-from routing.events import Event
+from routing.events import (
+    CUSTOMER_CREATED,
+    CUSTOMER_DELETED,
+    CUSTOMER_ERASED,
+    CUSTOMER_MERGED,
+    CUSTOMER_UPDATED,
+    Event,
+)
 
 router = ApiRouter()
 TAG = "customers"
-CUSTOMER_UPDATED = "customer.updated"
-CUSTOMER_CREATED = "customer.created"
-CUSTOMER_DELETED = "customer.deleted"
-CUSTOMER_MERGED = "customer.merged"
-CUSTOMER_ERASED = "customer.erased"
 
 
 def customer_out(customer: Customer) -> CustomerOut:

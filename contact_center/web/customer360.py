@@ -48,11 +48,10 @@ from crm_core.services.customer_query import (
 )
 from crm_core.services.customers import get_customer, update_customer
 from crm_core.services.merge import merge_customers
-from routing.events import Event, changing
+from routing.events import CUSTOMER_UPDATED, Event, changing
 
 log = structlog.get_logger(__name__)
 
-CUSTOMER_UPDATED = "customer.updated"
 """Event: a customer's record changed in the console (data: customer_id[, merged_id])."""
 CARD_LIVE_EVENTS = "customer.updated ticket.created ticket.updated interaction.logged"
 EDITABLE = ("display_name", "language", "tier_code", "notes")

@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contact_center.app import ENGINE_KEY
 from contact_center.web.areas import (
     Pager,
     business_zone,
@@ -103,6 +105,14 @@ from crm_core.services.customers import (
 )
 from crm_core.services.interaction_query import RecordQuery, export_records, search_records
 from crm_core.services.merge import merge_customers
+from routing.events import (
+    CUSTOMER_CREATED,
+    CUSTOMER_DELETED,
+    CUSTOMER_MERGED,
+    CUSTOMER_UPDATED,
+    Event,
+    changing,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -162,6 +172,13 @@ def record_visibility(agent: Agent, team_ids: set[int]) -> list[ColumnElement[bo
         return []
     visible = select(Conversation.id).where(conversation_filter(agent, team_ids))
     return [or_(Interaction.conversation_id.in_(visible), Customer.owner_agent_id == agent.id)]
+
+
+def _changing(
+    request: web.Request,
+) -> AbstractAsyncContextManager[tuple[AsyncSession, list[Event]]]:
+    """A write transaction whose events reach webhooks (in it) and live consoles (after)."""
+    return changing(request.app[DATABASE], request.app[ENGINE_KEY].events)
 
 
 async def visible_customer(session: AsyncSession, request: web.Request, customer_id: int, *,
@@ -430,11 +447,13 @@ async def create(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     settings = settings_of(request)
     try:
-        async with request.app[DATABASE].transaction() as session:
+        async with _changing(request) as (session, events):
             customer = await create_customer(
                 session, customer_fields(form, agent=agent, creating=True),
                 actor=actor_of(agent), region=settings.locale.default_region)
             customer_id = customer.id
+            events.append(Event(CUSTOMER_CREATED, {"customer_id": customer_id,
+                                                   "channel": "console"}))
     except CrmError as exc:
         return await _form_page(request, customer=None, form=form, status=400,
                                 error=error_message(context(request).gettext, exc),
@@ -460,11 +479,12 @@ async def update(request: web.Request) -> web.StreamResponse:
     async with request.app[DATABASE].sessions() as session:
         customer = await visible_customer(session, request, customer_id)
     try:
-        async with request.app[DATABASE].transaction() as session:
+        async with _changing(request) as (session, events):
             await update_customer(
                 session, customer_id, customer_fields(form, agent=agent, creating=False),
                 actor=actor_of(agent), region=settings.locale.default_region,
                 reason=text_value(form, "reason", 500) or None)
+            events.append(Event(CUSTOMER_UPDATED, {"customer_id": customer_id}))
     except CrmError as exc:
         return await _form_page(request, customer=customer, form=form, status=400,
                                 error=error_message(context(request).gettext, exc),
@@ -491,8 +511,9 @@ async def delete(request: web.Request) -> web.StreamResponse:
     agent = current_agent(request)
     customer_id = int(request.match_info["customer_id"])
     try:
-        async with request.app[DATABASE].transaction() as session:
+        async with _changing(request) as (session, events):
             await delete_customer(session, customer_id, actor=actor_of(agent))
+            events.append(Event(CUSTOMER_DELETED, {"customer_id": customer_id}))
     except NotFoundError:
         raise not_found(request) from None
     log.info("console.customer_deleted", agent_id=agent.id, customer_id=customer_id)
@@ -505,8 +526,10 @@ async def restore(request: web.Request) -> web.StreamResponse:
     agent = current_agent(request)
     customer_id = int(request.match_info["customer_id"])
     try:
-        async with request.app[DATABASE].transaction() as session:
+        async with _changing(request) as (session, events):
             await restore_customer(session, customer_id, actor=actor_of(agent))
+            events.append(Event(CUSTOMER_UPDATED, {"customer_id": customer_id,
+                                                   "restored": True}))
     except NotFoundError:
         raise not_found(request) from None
     except CrmError as exc:
@@ -592,9 +615,11 @@ async def merge(request: web.Request) -> web.StreamResponse:
     survivor, merged = ((other_id, customer_id) if text_value(form, "survivor", 10) == "other"
                         else (customer_id, other_id))
     try:
-        async with request.app[DATABASE].transaction() as session:
+        async with _changing(request) as (session, events):
             await merge_customers(session, survivor, merged, actor=actor_of(agent),
                                   reason=text_value(form, "reason", 500) or None)
+            events.append(Event(CUSTOMER_MERGED, {"customer_id": survivor,
+                                                  "merged_id": merged}))
     except NotFoundError:
         raise not_found(request) from None
     except CrmError as exc:

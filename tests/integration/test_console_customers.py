@@ -14,6 +14,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select, update
 
+from contact_center.webhooks import PUBLIC_EVENTS
 from crm_core.db import Database
 from crm_core.models import (
     Agent,
@@ -22,7 +23,9 @@ from crm_core.models import (
     CustomerCategory,
     Interaction,
     Segment,
+    WebhookDelivery,
 )
+from crm_core.services import webhooks as webhook_service
 from crm_core.services.customers import create_customer, get_customer
 from tests.integration.areas_support import World, actor, app_client, ids_in, seed_world
 
@@ -410,3 +413,35 @@ async def test_chinese_console(client: TestClient, world: World, db: Database) -
         "Cookie": f"cc_session={world.people['supervisor'].cookie}"}, allow_redirects=False)
     html = await response.text()
     assert "沟通记录" in html and "关键词" in html and "Keyword" not in html
+
+
+async def test_console_changes_to_customers_become_webhook_deliveries(
+    client: TestClient, world: World, db: Database,
+) -> None:
+    """Create, edit, delete, restore and merge in the console reach webhook subscribers
+    like the same changes through the API (rows written with the change)."""
+    async with db.transaction() as session:
+        await webhook_service.create_subscription(
+            session, name="shop", url="https://shop.example.com/hook", events=["*"],
+            known_events=PUBLIC_EVENTS, actor="test", secret="s" * 32)
+    supervisor = actor(client, world, "supervisor")
+    created = await supervisor.post("/console/customers/new", {
+        "display_name": "陈静", "phones": "139 0000 2222", "lifecycle_stage": "lead"})
+    assert created.status == 303, await created.text()
+    customer_id = int(created.headers["Location"].split("/")[3])
+    await supervisor.post(f"/console/customers/{customer_id}/edit", {
+        "display_name": "陈静", "phones": "139 0000 2222", "city": "杭州"})
+    await supervisor.post(f"/console/customers/{customer_id}/delete", {})
+    await supervisor.post(f"/console/customers/{customer_id}/restore", {})
+    keep = world.ids["customer_q"]
+    merged = await supervisor.post(f"/console/customers/{customer_id}/merge", {
+        "other_id": str(keep), "survivor": "other"})
+    assert merged.status == 303
+    async with db.sessions() as session:
+        rows = list(await session.scalars(select(WebhookDelivery)
+                                          .order_by(WebhookDelivery.id)))
+    assert [(row.event, row.payload["data"]["customer_id"]) for row in rows] == [
+        ("customer.created", customer_id), ("customer.updated", customer_id),
+        ("customer.deleted", customer_id), ("customer.updated", customer_id),
+        ("customer.merged", keep)]
+    assert rows[-1].payload["data"]["merged_id"] == customer_id
