@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from crm_core import models, schema
 from crm_core.db import Database, create_engine, normalize_database_url
@@ -117,11 +118,38 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+_EMPTY_ALL = """
+DO $$
+DECLARE item record;
+BEGIN
+    SET LOCAL session_replication_role = replica;  -- no foreign-key checks: any order
+    FOR item IN SELECT unnest(ARRAY[{tables}]) AS name LOOP
+        EXECUTE format('DELETE FROM %I', item.name);
+    END LOOP;
+    FOR item IN SELECT c.oid::regclass AS name FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind = 'S' AND n.nspname = current_schema() LOOP
+        EXECUTE format('ALTER SEQUENCE %s RESTART', item.name);
+    END LOOP;
+END $$
+"""
+
+
 async def truncate_all(database: Database) -> None:
-    """Empty every table of a PostgreSQL test database and reset its id sequences."""
-    tables = ", ".join(f'"{t.name}"' for t in models.Base.metadata.sorted_tables)
-    async with database.engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    """Empty every table of a PostgreSQL test database and reset its id sequences.
+
+    DELETE on the few rows a test leaves is ~10× cheaper than TRUNCATE, which gives every
+    table a new file (≈ 0.4 s for 58 tables, times a thousand PostgreSQL tests); without
+    the rights to skip foreign-key checks it falls back to TRUNCATE."""
+    names = [t.name for t in models.Base.metadata.sorted_tables]
+    quoted = ", ".join("'" + name.replace("'", "''") + "'" for name in names)
+    try:
+        async with database.engine.begin() as conn:
+            await conn.execute(text(_EMPTY_ALL.format(tables=quoted)))
+    except DBAPIError:
+        tables = ", ".join(f'"{name}"' for name in names)
+        async with database.engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
 @asynccontextmanager
