@@ -191,6 +191,16 @@ async def postgres_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
         yield database
 
 
+@pytest.fixture
+def clean_settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No CC_* or database variables from the developer's shell; run in an empty folder
+    (for tests of settings loading and of CLI commands)."""
+    for name in list(os.environ):
+        if name.upper().startswith("CC_") or name.upper() in {"DATABASE_URL", "REDIS_URL"}:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
 REDIS_URL = os.environ.get("CC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,15 +9,7 @@ from click.testing import CliRunner
 
 from contact_center.cli import main
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("CC_") or name in {"DATABASE_URL", "REDIS_URL"}:
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield
-
+pytestmark = pytest.mark.usefixtures("clean_settings_env")
 
 def test_rollup_command_builds_then_refreshes(tmp_path: Path) -> None:
     env = {"DATABASE_URL": f"sqlite:///{tmp_path}/cc.db"}

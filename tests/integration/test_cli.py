@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,12 @@ from crm_core.db import Database
 from crm_core.services.agents import authenticate
 from crm_core.services.customers import create_customer, delete_customer
 
+pytestmark = pytest.mark.usefixtures("clean_settings_env")
+
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No settings from the developer's shell; structlog put back after each command."""
-    for name in list(os.environ):
-        if name.upper().startswith("CC_") or name.upper() in {"DATABASE_URL", "REDIS_URL"}:
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+def reset_logging() -> Iterator[None]:
+    """structlog put back after each command."""
     yield
     structlog.reset_defaults()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,15 +9,7 @@ from sqlalchemy.engine import make_url
 
 from contact_center.settings import Settings, SettingsError, load_settings
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No CC_* or database variables from the developer's shell; run in an empty folder."""
-    for name in list(os.environ):
-        if name.upper().startswith("CC_") or name.upper() in {"DATABASE_URL", "REDIS_URL"}:
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-
+pytestmark = pytest.mark.usefixtures("clean_settings_env")
 
 def write_toml(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
