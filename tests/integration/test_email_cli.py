@@ -9,13 +9,16 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from crm_core.models import Direction, Interaction, QuarantinedMessage, Ticket
 from tests.conftest import Mailbox
-from tests.integration.test_cli import clean_env, db_url, invoke, migrated, with_database
+from tests.integration.test_cli import db_url, invoke, migrated, with_database
 
-__all__ = ["clean_env", "db_url"]  # fixtures shared with the CLI tests
+__all__ = ["db_url"]  # a fixture shared with the CLI tests
+
+pytestmark = pytest.mark.usefixtures("clean_settings_env")
 
 
 def message(subject: str, sender: str, message_id: str, date: str, body: str) -> bytes:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from crm_core.models import CustomerLinkToken, QueueEntry
 from tests.fakes.telegram_api import TOKEN, FakeTelegramApi, private_message
-from tests.integration.test_cli import clean_env, invoke, migrated, with_database
+from tests.integration.test_cli import invoke, migrated, with_database
 
-__all__ = ["clean_env"]
+pytestmark = pytest.mark.usefixtures("clean_settings_env")
 
 
 def _config(tmp_path: Path, api: FakeTelegramApi, mode: str = "polling") -> Path:
