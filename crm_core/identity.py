@@ -949,6 +949,39 @@ def _suggestion_row(
     }
 
 
+_CORROBORATING = ("phone", "email", "birthday", "address")
+
+
+def corroborated(candidate: MatchCandidate) -> bool:
+    """Whether more than a name backs the match: an agreeing phone, e-mail, birthday or
+    street address (a shared city is too common to count)."""
+    return any(candidate.reasons.get(reason, 0.0) >= 100.0 for reason in _CORROBORATING)
+
+
+def worth_suggesting(
+    candidates: list[MatchCandidate],
+    threshold: float,
+    *,
+    common_name_limit: int = COMMON_NAME_LIMIT,
+    limit: int = 5,
+) -> list[MatchCandidate]:
+    """The candidates (best first) to propose as possible duplicates of a new record.
+
+    The rule of the batch scan, applied to one record: candidates at or above
+    ``threshold`` whose match rests on more than the name are proposed; those that
+    rest on the name alone only when at most ``common_name_limit`` of them reach the
+    threshold. A new lead called 张伟 or John Smith is not proposed as a duplicate of
+    every 张伟 or John Smith on file — among many customers that is the rule, not a sign
+    of one person. ``candidates`` should hold ``limit + common_name_limit`` of the best,
+    so that the name-only ones can be counted.
+    """
+    strong = [c for c in candidates if c.score >= threshold]
+    name_only = [c for c in strong if not corroborated(c)]
+    if len(name_only) > common_name_limit:
+        strong = [c for c in strong if corroborated(c)]
+    return strong[:limit]
+
+
 async def record_suggestion(
     session: AsyncSession, customer_id: int, candidate: MatchCandidate, *, source: str
 ) -> DuplicateSuggestion | None:

@@ -21,6 +21,8 @@ from routing.context import RoutingContext
 from routing.events import CUSTOMER_CREATED
 
 _KIND_ORDER = (IdentityKind.EMAIL, IdentityKind.PHONE, IdentityKind.TELEGRAM, IdentityKind.WEBCHAT)
+SUGGESTIONS_PER_LEAD = 5
+"""A new lead is proposed as a possible duplicate of at most this many customers."""
 
 
 def envelope_handles(ctx: RoutingContext) -> list[tuple[IdentityKind, str]]:
@@ -174,7 +176,12 @@ async def _suggest_shared_handles(ctx: RoutingContext, customer_id: int, others:
 
 
 async def _fuzzy_or_new(ctx: RoutingContext, handles: list[tuple[IdentityKind, str]]) -> None:
-    from crm_core.identity import find_candidates, record_suggestion
+    from crm_core.identity import (
+        COMMON_NAME_LIMIT,
+        find_candidates,
+        record_suggestion,
+        worth_suggesting,
+    )
 
     sender = ctx.envelope.sender
     phone = next((v for k, v in handles if k == IdentityKind.PHONE), None)
@@ -184,7 +191,8 @@ async def _fuzzy_or_new(ctx: RoutingContext, handles: list[tuple[IdentityKind, s
     # customers are one: no fuzzy link, no duplicate suggestion.
     if sender.display_name and not ctx.envelope.automated:
         candidates = await find_candidates(
-            ctx.session, name=sender.display_name, phone=phone, email=email, limit=5
+            ctx.session, name=sender.display_name, phone=phone, email=email,
+            limit=SUGGESTIONS_PER_LEAD + COMMON_NAME_LIMIT,
         )
     best = candidates[0] if candidates else None
     if best is not None and best.score >= ctx.config.link_threshold:
@@ -205,8 +213,11 @@ async def _fuzzy_or_new(ctx: RoutingContext, handles: list[tuple[IdentityKind, s
     ctx.customer_created = True
     ctx.hit("identify:new-lead")
     ctx.emit(CUSTOMER_CREATED, customer_id=customer.id, channel=ctx.envelope.channel.value)
-    for candidate in candidates:
-        if candidate.score >= ctx.config.suggest_threshold:
-            await record_suggestion(ctx.session, customer.id, candidate, source="routing")
-            ctx.hit(f"identify:possible-duplicate:{candidate.customer_id}:{candidate.score:.0f}")
+    suggested = worth_suggesting(candidates, ctx.config.suggest_threshold,
+                                 limit=SUGGESTIONS_PER_LEAD)
+    for candidate in suggested:
+        await record_suggestion(ctx.session, customer.id, candidate, source="routing")
+        ctx.hit(f"identify:possible-duplicate:{candidate.customer_id}:{candidate.score:.0f}")
+    if len(suggested) < sum(c.score >= ctx.config.suggest_threshold for c in candidates):
+        ctx.hit("identify:common-name-not-suggested")
 

@@ -155,6 +155,46 @@ async def test_a_typo_in_a_name_makes_a_suggestion_not_a_merge(
     assert suggestion.status == "open"
 
 
+async def _telegram_lead(engine: RoutingEngine, key: str, name: str) -> None:
+    await route(
+        engine,
+        envelope(key, channel=Channel.TELEGRAM,
+                 sender=SenderHandles(telegram_id=key, display_name=name),
+                 thread=ThreadHints(chat_id=key), subject=None, text="你好"),
+    )
+
+
+async def _suggested_with(db: Database, customer_ids: set[int]) -> set[int]:
+    async with db.sessions() as session:
+        rows = (await session.execute(
+            select(DuplicateSuggestion.customer_id, DuplicateSuggestion.candidate_id)
+        )).all()
+    return {other for pair in rows for other in pair if other in customer_ids}
+
+
+async def test_a_new_lead_with_a_common_name_is_not_suggested_on_the_name_alone(
+    db: Database, engine: RoutingEngine
+) -> None:
+    async with db.transaction() as session:
+        common = [
+            (await create_customer(session, {"display_name": "王芳",
+                                             "phones": [f"1380013800{i}"]},
+                                   actor="test", region="CN")).id
+            for i in range(4)
+        ]
+        rare = [
+            (await create_customer(session, {"display_name": "欧阳娜娜",
+                                             "phones": [f"1390013900{i}"]},
+                                   actor="test", region="CN")).id
+            for i in range(2)
+        ]
+    await _telegram_lead(engine, "701", "王芳")  # four on file: no evidence of one person
+    assert await _suggested_with(db, set(common)) == set()
+    await _telegram_lead(engine, "702", "欧阳娜娜")  # two on file: worth a look
+    assert await _suggested_with(db, set(rare)) == set(rare)
+    assert await count(db, Customer) == 8
+
+
 async def test_threading_by_references_and_by_ticket_number(
     db: Database, engine: RoutingEngine
 ) -> None:

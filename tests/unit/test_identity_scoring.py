@@ -7,6 +7,7 @@ from datetime import date
 import pytest
 
 from crm_core.identity import (
+    MatchCandidate,
     MatchThresholds,
     customer_keys,
     email_local,
@@ -15,6 +16,7 @@ from crm_core.identity import (
     phone_suffix,
     query_keys,
     score_match,
+    worth_suggesting,
 )
 
 THRESHOLDS = MatchThresholds()
@@ -187,3 +189,30 @@ def test_same_street_address_is_evidence_and_has_a_key() -> None:
     family = score("Emily Wilson", "Thomas Wilson", cities=("Boston",) * 2,
                    streets=("12 Beacon St.",) * 2)
     assert family < THRESHOLDS.suggest
+
+
+def _candidate(customer_id: int, score: float, **reasons: float) -> MatchCandidate:
+    return MatchCandidate(customer_id, score, {"name": 100.0, **reasons})
+
+
+def test_a_rare_name_alone_is_worth_suggesting() -> None:
+    found = [_candidate(1, 85.0), _candidate(2, 85.0), _candidate(3, 60.0)]
+    assert [c.customer_id for c in worth_suggesting(found, 75.0)] == [1, 2]
+
+
+def test_a_common_name_alone_is_not_but_corroborated_matches_are() -> None:
+    found = [
+        _candidate(1, 90.0, phone=100.0),
+        *(_candidate(i, 85.0) for i in range(2, 7)),
+        _candidate(7, 80.0, birthday=100.0),
+        _candidate(8, 76.0, birthday=50.0, city=100.0),  # a near birthday, a city: no
+    ]
+    assert [c.customer_id for c in worth_suggesting(found, 75.0)] == [1, 7]
+    # Up to common_name_limit name-only matches are still proposed.
+    assert len(worth_suggesting(found[:4], 75.0, common_name_limit=3)) == 4
+    assert [c.customer_id for c in worth_suggesting(found[:5], 75.0, common_name_limit=3)] == [1]
+
+
+def test_suggestions_are_capped() -> None:
+    found = [_candidate(i, 95.0, email=100.0) for i in range(10)]
+    assert len(worth_suggesting(found, 75.0, limit=5)) == 5
