@@ -24,6 +24,12 @@ ENGINE_KEY = web.AppKey("engine", RoutingEngine)
 TELEGRAM_BOT_KEY = web.AppKey("telegram_bot", Bot)
 
 
+async def favicon(_request: web.Request) -> web.Response:
+    """``/favicon.ico``, which browsers ask for on every page without an icon link: the
+    console's icon (instead of a 404 in every browser console)."""
+    raise web.HTTPMovedPermanently("/console/static/favicon.svg")
+
+
 async def healthz(_request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
@@ -182,6 +188,7 @@ def create_app(
     app.middlewares.append(security_headers)
     app.router.add_get("/", index)
     app.router.add_get("/landing.css", landing_css)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler(app[DATABASE_KEY], app[ENGINE_KEY].bus))

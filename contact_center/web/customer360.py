@@ -20,7 +20,7 @@ from contact_center.settings import Settings
 from contact_center.web.auth import DATABASE, PREFIX, context, current_agent, forbidden
 from contact_center.web.display import Display
 from contact_center.web.forms import FormProblem, actor_of, done, parse_int, problem, safe_next
-from contact_center.web.policy import can_see_customer, conversation_filter, is_supervisor
+from contact_center.web.policy import conversation_filter, customer_filter, is_supervisor
 from contact_center.web.render import page
 from crm_core.errors import CrmError, NotFoundError, ValidationError
 from crm_core.identity import dismiss_suggestion
@@ -61,12 +61,11 @@ OPEN_STATUSES = (TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.PENDING)
 
 async def customer_visible(session: AsyncSession, agent: Agent, team_ids: set[int],
                            customer: Customer) -> bool:
-    """``policy.can_see_customer``, with the visible-conversation fact looked up."""
+    """Whether ``agent`` may see this loaded customer (``policy.customer_filter``)."""
     if is_supervisor(agent) or customer.owner_agent_id == agent.id:
-        return can_see_customer(agent, customer, has_visible_conversation=False)
-    has = await session.scalar(select(exists().where(
-        Conversation.customer_id == customer.id, conversation_filter(agent, team_ids))))
-    return can_see_customer(agent, customer, has_visible_conversation=bool(has))
+        return True
+    return bool(await session.scalar(select(exists().where(
+        Customer.id == customer.id, customer_filter(agent, team_ids)))))
 
 
 async def segments_of(session: AsyncSession, customer_id: int, region: str) -> list[Segment]:

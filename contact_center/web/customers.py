@@ -3,8 +3,9 @@ categories and tiers, segments, and the communication records query.
 
 Who may do what (server-side, whatever the page shows):
 
-- everybody: search the customers they may see (``policy.can_see_customer``: agents their
-  own customers and those of conversations they may see; supervisors and admins all),
+- everybody: search the customers they may see (``policy.customer_filter``: agents their
+  own customers and those of their conversations, deals and care tasks; supervisors and
+  admins all),
   create customers (an agent becomes the owner), edit the ones they see, read the code
   tables and query the communication records of conversations they may see;
 - supervisors and admins: delete, restore, merge, import, export, edit categories and
@@ -35,11 +36,9 @@ from multidict import MultiDictProxy
 from sqlalchemy import (
     ColumnElement,
     Select,
-    exists,
     func,
     or_,
     select,
-    true,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -67,8 +66,9 @@ from contact_center.web.auth import (
     forbidden,
     requires,
 )
+from contact_center.web.customer360 import customer_visible
 from contact_center.web.forms import actor_of
-from contact_center.web.policy import can_see_customer, conversation_filter, is_supervisor
+from contact_center.web.policy import conversation_filter, customer_filter, is_supervisor
 from contact_center.web.render import page
 from crm_core.errors import CrmError, NotFoundError, ValidationError
 from crm_core.models import (
@@ -156,15 +156,6 @@ def notices(gettext: Any) -> dict[str, str]:
 # -- who sees which customer ------------------------------------------------------------
 
 
-def customer_visibility(agent: Agent, team_ids: set[int]) -> ColumnElement[bool]:
-    """The SQL form of ``policy.can_see_customer`` over ``Customer``."""
-    if is_supervisor(agent):
-        return true()
-    has_visible_conversation = exists().where(
-        Conversation.customer_id == Customer.id, conversation_filter(agent, team_ids))
-    return or_(Customer.owner_agent_id == agent.id, has_visible_conversation)
-
-
 def record_visibility(agent: Agent, team_ids: set[int]) -> list[ColumnElement[bool]]:
     """Communication records an agent may read: those of conversations they may see and of
     the customers they own. Supervisors and admins read every record."""
@@ -189,13 +180,9 @@ async def visible_customer(session: AsyncSession, request: web.Request, customer
     except NotFoundError:
         raise not_found(request) from None
     agent = current_agent(request)
-    if not is_supervisor(agent):
-        has_conversation = await session.scalar(select(exists().where(
-            Conversation.customer_id == customer.id,
-            conversation_filter(agent, context(request).team_ids))))
-        if not can_see_customer(agent, customer, has_visible_conversation=bool(has_conversation)):
-            log.warning("console.customer_forbidden", agent_id=agent.id, customer_id=customer_id)
-            raise forbidden(request)
+    if not await customer_visible(session, agent, context(request).team_ids, customer):
+        log.warning("console.customer_forbidden", agent_id=agent.id, customer_id=customer_id)
+        raise forbidden(request)
     return customer
 
 
@@ -257,7 +244,7 @@ async def find_customers(session: AsyncSession, request: web.Request,
     agent = current_agent(request)
     if is_supervisor(agent):
         return await search_customers(session, query, region=region, timezone=zone)
-    visibility = customer_visibility(agent, context(request).team_ids)
+    visibility = customer_filter(agent, context(request).team_ids)
     conditions = [*export_conditions(query, region=region, timezone=zone), visibility]
     stmt = select(Customer).where(*conditions)
     total = int(await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
@@ -460,6 +447,12 @@ async def create(request: web.Request) -> web.StreamResponse:
                                 conflict_id=getattr(exc, "customer_id", None))
     log.info("console.customer_created", agent_id=agent.id, customer_id=customer_id)
     raise web.HTTPSeeOther(f"{AREA}/{customer_id}/edit?notice=created")
+
+
+async def record_link(request: web.Request) -> web.StreamResponse:
+    """``/console/customers/{id}``, the short link other pages (sales, care tasks,
+    campaign results) give a customer: the customer's record page."""
+    raise web.HTTPFound(customer_url(request.app, int(request.match_info["customer_id"])))
 
 
 async def edit_page(request: web.Request) -> web.StreamResponse:
@@ -995,6 +988,14 @@ async def records_page(request: web.Request) -> web.StreamResponse:
                                           extra=record_visibility(agent, ctx.team_ids))
         except CrmError as exc:
             error = error_message(ctx.gettext, exc)
+        # An agent reads the records of their own customers in every conversation, but
+        # opens only the conversations they may see: the others get no link.
+        shown = {row.interaction.conversation_id for row in (result.items if result else [])}
+        shown.discard(None)
+        openable = set(await session.scalars(
+            select(Conversation.id).where(Conversation.id.in_(shown),
+                                          conversation_filter(agent, ctx.team_ids))
+        )) if shown else set()
     log.info("console.records_queried", agent_id=agent.id,
              total=result.total if result else None)
     total = result.total if result else 0
@@ -1003,7 +1004,8 @@ async def records_page(request: web.Request) -> web.StreamResponse:
                 params=request.query, can_manage=is_supervisor(agent),
                 pager=pager, when=lambda v: local_time(v, zone), encodings=EXPORT_ENCODINGS,
                 link=lambda cid: customer_url(request.app, cid),
-                conversation_link=lambda cid: conversation_url(request.app, cid),
+                conversation_link=lambda cid: (conversation_url(request.app, cid)
+                                               if cid in openable else None),
                 directions=[d.value for d in Direction], **choices)
 
 
@@ -1064,6 +1066,7 @@ def setup_customers(app: web.Application) -> None:
     router.add_post(f"{AREA}/segments/{sid}/delete", segment_delete)
     router.add_get(f"{AREA}/records", records_page)
     router.add_get(f"{AREA}/records/export", records_export)
+    router.add_get(f"{AREA}/{cid}", record_link)
     router.add_get(f"{AREA}/{cid}/edit", edit_page)
     router.add_post(f"{AREA}/{cid}/edit", update)
     router.add_get(f"{AREA}/{cid}/delete", delete_page)

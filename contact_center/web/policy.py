@@ -3,7 +3,9 @@
 - admin: everything, including settings;
 - supervisor: every conversation of their teams (and unassigned ones without a team),
   reports and campaigns;
-- agent: their own conversations, their teams' unassigned queue, their own customers.
+- agent: their own conversations, their teams' unassigned queue, their own customers,
+  and the customers of the work given to them (a conversation they may see, an open deal
+  they own, an open care task of theirs).
 
 Pages and API calls check here; queries that list things filter with
 ``visible_conversations`` so nobody sees a row they could not open.
@@ -11,10 +13,18 @@ Pages and API calls check here; queries that list things filter with
 
 from __future__ import annotations
 
-from sqlalchemy import Select, and_, false, or_, select, true
+from sqlalchemy import Select, and_, exists, false, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
-from crm_core.models import Agent, AgentRole, Conversation, Customer, agent_teams
+from crm_core.models import (
+    Agent,
+    AgentRole,
+    CareTask,
+    Conversation,
+    Customer,
+    Opportunity,
+    agent_teams,
+)
 
 
 def is_admin(agent: Agent) -> bool:
@@ -69,10 +79,29 @@ def can_see_conversation(
 
 def can_see_customer(agent: Agent, customer: Customer, *, has_visible_conversation: bool) -> bool:
     """Admins and supervisors see every customer; an agent their own customers and those
-    of conversations they may see."""
+    of conversations they may see (the form for live events, which know the customer's
+    conversations; pages use ``customer_filter``, which also counts deals and care tasks)."""
     if is_supervisor(agent):
         return True
     return customer.owner_agent_id == agent.id or has_visible_conversation
+
+
+def customer_filter(agent: Agent, team_ids: set[int]) -> ColumnElement[bool]:
+    """The SQL condition over ``Customer`` for the customers ``agent`` may see: all for
+    admins and supervisors; for an agent their own, and those of a conversation they may
+    see, of an open deal they own or of an open care task given to them — a link from
+    their sales or care-task list never ends in "forbidden"."""
+    if is_supervisor(agent):
+        return true()
+    return or_(
+        Customer.owner_agent_id == agent.id,
+        exists().where(Conversation.customer_id == Customer.id,
+                       conversation_filter(agent, team_ids)),
+        exists().where(Opportunity.customer_id == Customer.id, Opportunity.owner_id == agent.id,
+                       Opportunity.status == "open"),
+        exists().where(CareTask.customer_id == Customer.id, CareTask.assignee_id == agent.id,
+                       CareTask.status == "open"),
+    )
 
 
 def can_edit_settings(agent: Agent) -> bool:

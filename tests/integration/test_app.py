@@ -25,6 +25,15 @@ async def test_healthz(db: Database) -> None:
         assert await response.json() == {"status": "ok"}
 
 
+async def test_favicon_is_the_consoles_icon(sqlite_db: Database) -> None:
+    app = create_app(settings_for(sqlite_db), database=sqlite_db)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/favicon.ico")
+        assert response.status == 200
+        assert response.content_type == "image/svg+xml"
+        assert (await response.read()).startswith(b"<svg")
+
+
 async def test_readyz_on_migrated_database(db: Database) -> None:
     async with TestClient(TestServer(create_app(settings_for(db), database=db))) as client:
         response = await client.get("/readyz")

@@ -176,6 +176,10 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
     ("GET", "/console/customers"): (Case(logged_in()), Case(logged_in(), query="q=zhang")),
     ("GET", "/console/customers/new"): (Case(logged_in()),),
     ("POST", "/console/customers/new"): (Case(logged_in(400), form={"display_name": ""}),),
+    ("GET", "/console/customers/{customer_id}"): (
+        Case(logged_in(302), params={"customer_id": "customer_a"},
+             note="the short link: on to the record page, which checks access"),
+    ),
     ("GET", "/console/customers/{customer_id}/edit"): (
         Case(team_a(), params={"customer_id": "customer_a"}, note="agent A owns it"),
         Case(team_a(), params={"customer_id": "customer_q"}, note="in team A's queue"),
