@@ -149,14 +149,44 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
             await _check_csrf(request, ctx)
         response = await handler(request)
     except web.HTTPException as exc:
-        _security_headers(exc)
-        raise
+        response = _error_page(request, exc)
+        if response is None:
+            _security_headers(exc)
+            raise
     finally:
         if request.method in UNSAFE_METHODS:
             # whatever it changed (a logout, a status, an agent, a team) shows at once
             for hook in request.app[CHANGE_HOOKS]:
                 hook()
     _security_headers(response)
+    return response
+
+
+_ERROR_TITLES = {403: "Not allowed", 404: "Not found"}
+
+
+def _error_page(request: web.Request, exc: web.HTTPException) -> web.StreamResponse | None:
+    """A refusal (4xx) with a plain-text reason, as a console page in the agent's
+    language with the top bar and a way back — what a browser gets instead of a bare
+    line of text. JSON callers, agent.js (``X-Requested-With``), downloads and the
+    login redirect keep the original answer (``None``)."""
+    from contact_center.web.render import page
+
+    if not 400 <= exc.status < 500 or exc.status == 401 or exc.content_type != "text/plain":
+        return None
+    if _wants_json(request) or request.headers.get("X-Requested-With") == "fetch":
+        return None
+    if request.path.startswith((f"{PREFIX}/static/", f"{PREFIX}/ws")):
+        return None
+    gettext = context(request).gettext
+    message = exc.text or ""
+    if exc.status == 404 and message.startswith("404:"):  # the router's own answer
+        message = gettext("Not found.")
+    title = gettext(_ERROR_TITLES.get(exc.status, "That did not work"))
+    response = page(request, "error.html", status=exc.status, title=title, message=message)
+    for name in ("Retry-After", "Allow"):
+        if name in exc.headers:
+            response.headers[name] = exc.headers[name]
     return response
 
 

@@ -1,6 +1,6 @@
 """Every link of the console leads somewhere: on the demo data (``make run``), an
 administrator and an agent follow the links of every page they can reach, in both
-languages, and no link answers with an error."""
+languages, and no link answers with an error. A refusal is a console page too."""
 
 from __future__ import annotations
 
@@ -153,5 +153,31 @@ async def test_an_agent_sees_the_customers_of_their_deals_and_care_tasks(
             await move_opportunity(session, deal.id, "lost", now=now, actor="test")
             (await session.get(CareTask, task.id)).status = "done"  # type: ignore[union-attr]
         assert (await status(dealt), await status(tasked)) == (403, 403)
+    finally:
+        await client.close()
+
+
+async def test_refusals_are_console_pages_with_a_way_back(db: Database, tmp_path: Path) -> None:
+    await add_agent(db, "plain.agent", language="zh-CN")
+    async with db.transaction() as session:
+        other = (await create_customer(session, {"display_name": "Nobody's"},
+                                       actor="test", region="CN")).id
+    client = await start_client(db, tmp_path)
+    try:
+        await login(client, "plain.agent")
+        for path, status, reason in (
+            (f"/console/customers/{other}/edit", 403, "您没有权限查看此内容。"),
+            ("/console/customers/999999/edit", 404, "未找到"),
+            ("/console/no-such-page", 404, "未找到"),
+        ):
+            response = await client.get(path)
+            assert response.status == status, path
+            assert response.content_type == "text/html"
+            text = await response.text()
+            assert reason in text and 'href="/console/"' in text and "topbar" in text, path
+        # agent.js and JSON callers keep the short answer
+        fetched = await client.get(f"/console/customers/{other}/edit",
+                                   headers={"X-Requested-With": "fetch"})
+        assert fetched.status == 403 and fetched.content_type == "text/plain"
     finally:
         await client.close()
