@@ -113,3 +113,13 @@ async def test_app_opens_its_own_database_from_settings(tmp_path: Path) -> None:
 async def test_unknown_path_is_404(db: Database) -> None:
     async with TestClient(TestServer(create_app(settings_for(db), database=db))) as client:
         assert (await client.get("/nope")).status == 404
+
+
+async def test_landing_page_tells_no_business_figures(sqlite_db: Database) -> None:
+    app = create_app(settings_for(sqlite_db), database=sqlite_db)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/")
+        assert response.status == 200
+        text = await response.text()
+    assert 'href="/console/"' in text and 'href="/api/docs"' in text
+    assert "Customers" not in text and "/metrics" not in text
