@@ -111,16 +111,20 @@ INDEX_PAGE = """<!doctype html>
 <body><h1>Contact center · 客户联络中心</h1>
 <p>The service is running. 服务运行中。</p>
 <p><a href="/console/">Agent console · 坐席工作台</a> ·
-<a href="/api/docs">API</a></p>
+<a href="/api/docs">API</a>{webchat}</p>
 <p><a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></p></body></html>
 """
 
 
-async def index(_request: web.Request) -> web.Response:
-    """A bilingual landing page: where the console and the API are. It shows no figures
-    of the business (customers, tickets, agents): anyone who can reach the server sees
-    it, and the console's dashboard is where such figures belong."""
-    return web.Response(text=INDEX_PAGE, content_type="text/html")
+async def index(request: web.Request) -> web.Response:
+    """A bilingual landing page: where the console, the API and the web chat's sample
+    page are. It shows no figures of the business (customers, tickets, agents): anyone
+    who can reach the server sees it, and the console's dashboard is where they belong."""
+    from contact_center.webchat import TRY_PATH, WEBCHAT_KEY
+
+    webchat = (f' · <a href="{TRY_PATH}">Try the web chat · 试用网页聊天</a>'
+               if WEBCHAT_KEY in request.app else "")
+    return web.Response(text=INDEX_PAGE.format(webchat=webchat), content_type="text/html")
 
 
 def create_app(

@@ -151,6 +151,34 @@ async def widget_script(request: web.Request) -> web.Response:
     )
 
 
+TRY_PATH = "/webchat/try"
+TRY_PAGE = {
+    "zh": ("zh-CN", "示例网店", "这是一个示例页面：右下角的按钮打开网页聊天，和在您自己的网站上一样"
+           "（只需一个 script 标签）。消息会出现在坐席工作台里。", "English", "en"),
+    "en": ("en", "Sample shop", "A sample page: the button at the bottom right opens the web "
+           "chat, as it would on your own site (one script tag). Messages appear in the agent "
+           "console.", "中文", "zh"),
+}
+
+
+async def try_page(request: web.Request) -> web.Response:
+    """``/webchat/try``: a sample shop page with the widget on it, to try the chat (and the
+    bot) right after ``make run``. Served under the same strict CSP as our other pages;
+    the server's own origin must be in ``webchat.allowed_origins`` (it is by default for
+    port 8080)."""
+    language = "en" if request.query.get("lang") == "en" else "zh"
+    html_lang, title, text, other, other_code = TRY_PAGE[language]
+    body = (
+        f'<!doctype html>\n<html lang="{html_lang}"><head><meta charset="utf-8">'
+        f'<title>{title}</title><link rel="stylesheet" href="/landing.css"></head>'
+        f"<body><h1>{title}</h1><p>{text}</p>"
+        f'<p><a href="{TRY_PATH}?lang={other_code}">{other}</a> · '
+        f'<a href="/console/">坐席工作台 · Agent console</a></p>'
+        f'<script src="{WIDGET_PATH}" async></script></body></html>\n'
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
 async def chat_socket(request: web.Request) -> web.StreamResponse:
     """The visitors' WebSocket; refused with 403 JSON for an origin not allowed."""
     service = request.app[WEBCHAT_KEY]
@@ -369,6 +397,7 @@ def setup_webchat(
     app[WEBCHAT_HUB_KEY] = hub
     app.router.add_get(WIDGET_PATH, widget_script)
     app.router.add_get(SOCKET_PATH, chat_socket)
+    app.router.add_get(TRY_PATH, try_page)
 
     async def start(_app: web.Application) -> None:
         await hub.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,9 +36,16 @@ browser = base.browser
 """The same Chromium fixtures as the web chat browser test."""
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @contextlib.asynccontextmanager
-async def bot_stack(database: Database) -> AsyncIterator[str]:
-    """A shop page embedding the widget; our app with the bot on the web chat."""
+async def bot_stack(database: Database, *, own_page: bool = False) -> AsyncIterator[str]:
+    """A shop page embedding the widget and our app with the bot on the web chat; with
+    ``own_page`` our app's own sample page (``/webchat/try``, under its strict CSP)."""
     widget: dict[str, str] = {}
 
     async def page(_request: web.Request) -> web.Response:
@@ -47,7 +55,8 @@ async def bot_stack(database: Database) -> AsyncIterator[str]:
     shop = web.Application()
     shop.router.add_get("/", page)
     shop_runner, shop_port = await free_site(shop)
-    origin = f"http://127.0.0.1:{shop_port}"
+    app_port = _free_port() if own_page else 0
+    origin = f"http://127.0.0.1:{app_port if own_page else shop_port}"
     bot = BotRuntime(channels={"webchat": "bot"}, flows_file=DEFAULT_FLOWS_PATH)
     engine = RoutingEngine(database, DatabaseBus(database, NO_WAIT),
                            RoutingConfig(region="CN", rules=RuleSet.default(), bot=bot),
@@ -56,7 +65,7 @@ async def bot_stack(database: Database) -> AsyncIterator[str]:
                                                       presence_cache_seconds=0,
                                                       prechat_form="off")),
                      database, engine=engine)
-    app_runner, app_port = await free_site(app)
+    app_runner, app_port = await free_site(app, app_port)
     widget["url"] = f"http://127.0.0.1:{app_port}/webchat/widget.js"
     registry = ChannelRegistry()
     registry.register(webchat_adapter(app))
@@ -67,7 +76,7 @@ async def bot_stack(database: Database) -> AsyncIterator[str]:
                                           idle_wait=0.05)),
     ]
     try:
-        yield f"{origin}/"
+        yield f"{origin}/webchat/try?lang=en" if own_page else f"{origin}/"
     finally:
         stop.set()
         await asyncio.gather(*background, return_exceptions=True)
@@ -113,4 +122,36 @@ async def test_quick_replies_drive_the_bot(sqlite_db: Database, browser: Any) ->
             row = await session.scalar(select(BotSession))
         assert row is not None and row.outcome == "answered" and row.node == "more"
         assert errors == []
+        await context.close()
+
+
+async def test_the_sample_page_chats_with_the_bot_under_a_strict_csp(
+    sqlite_db: Database, browser: Any,
+) -> None:
+    """``/webchat/try`` (linked from the landing page, for ``make run``): the widget on a
+    page whose Content-Security-Policy forbids inline styles is styled and works."""
+    from playwright.async_api import expect
+
+    async with bot_stack(sqlite_db, own_page=True) as try_url:
+        context = await browser.new_context()
+        page = await context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        page.on("console", lambda message: problems.append(message.text)
+                if message.type == "error" else None)
+        response = await page.goto(try_url)
+        assert response is not None
+        assert "style-src 'self'" in response.headers["content-security-policy"]
+        await expect(page.locator("#cc-webchat")).to_have_attribute(
+            "data-state", "online", timeout=TIMEOUT_MS)
+        launcher = page.locator(".cc-launcher")
+        assert await launcher.evaluate("node => getComputedStyle(node).width") == "56px"
+        await launcher.click()
+        composer = page.locator(".cc-input")
+        await composer.fill("hello")
+        await composer.press("Enter")
+        await expect(page.locator(".cc-quick .cc-quick-reply").first).to_have_text(
+            "Ask a question")
+        assert problems == []
         await context.close()

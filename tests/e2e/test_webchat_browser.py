@@ -75,11 +75,11 @@ class Stack:
     database: Database
 
 
-async def free_site(app: web.Application) -> tuple[web.AppRunner, int]:
-    """Serve an app on 127.0.0.1 on a free port."""
+async def free_site(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve an app on 127.0.0.1 on ``port`` (0: a free one)."""
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = runner.addresses[0][1]
     return runner, port

@@ -122,4 +122,5 @@ async def test_landing_page_tells_no_business_figures(sqlite_db: Database) -> No
         assert response.status == 200
         text = await response.text()
     assert 'href="/console/"' in text and 'href="/api/docs"' in text
+    assert 'href="/webchat/try"' in text  # the web chat is on by default
     assert "Customers" not in text and "/metrics" not in text

@@ -4,6 +4,7 @@
  * Optional: data-lang="zh" or "en" on the tag (default: the page's <html lang>).
  *
  * Vanilla JS, no libraries, no build step; everything (CSS included) comes from this file.
+ * Works under a strict Content-Security-Policy (no inline styles or scripts needed).
  * Visitor and agent texts are only ever set with textContent.
  */
 (function () {
@@ -216,9 +217,17 @@
   host.setAttribute("data-state", "connecting");
   host.setAttribute("lang", lang === "zh" ? "zh-CN" : "en");
   var root = host.attachShadow ? host.attachShadow({ mode: "open" }) : host;
-  var style = el("style");
-  style.textContent = CSS;
-  root.appendChild(style);
+  // A constructed style sheet is not an inline <style>: a shop page whose
+  // Content-Security-Policy forbids inline styles still shows the widget styled.
+  if (root !== host && "adoptedStyleSheets" in root && typeof CSSStyleSheet === "function") {
+    var sheet = new CSSStyleSheet();
+    sheet.replaceSync(CSS);
+    root.adoptedStyleSheets = [sheet];
+  } else {
+    var style = el("style");
+    style.textContent = CSS;
+    root.appendChild(style);
+  }
 
   var box = el("div", "cc");
   var launcher = el("button", "cc-launcher");
