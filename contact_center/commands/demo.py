@@ -25,6 +25,7 @@ def demo(ctx: click.Context, force: bool) -> None:
     """
     from contact_center.demo import DemoSummary, load_demo, login_lines
     from crm_core import schema
+    from crm_core.identity import MatchThresholds, scan_duplicates
     from crm_core.models import utcnow
     from crm_core.services.analytics.rollups import refresh_rollups
 
@@ -50,6 +51,10 @@ def demo(ctx: click.Context, force: bool) -> None:
                 async with database.transaction() as session:
                     await refresh_rollups(session, now=utcnow(),
                                           zone=settings.locale.timezone)
+                # The duplicate scan, so the review queue shows the demo's look-alikes.
+                await scan_duplicates(database, thresholds=MatchThresholds(
+                    link=settings.routing.link_threshold,
+                    suggest=settings.routing.suggest_threshold))
             return summary
 
     try:

@@ -28,8 +28,10 @@ def setup_pages(app: web.Application, settings: Settings, database: Database,
     # Customers area and admin area (customers.py, admin.py).
     from contact_center.web.admin import setup_admin
     from contact_center.web.customers import setup_customers
+    from contact_center.web.duplicates import setup_duplicates
 
     setup_customers(app)
+    setup_duplicates(app)
     setup_admin(app)
     from contact_center.web.api_admin import setup_api_admin
 

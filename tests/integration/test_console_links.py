@@ -19,6 +19,7 @@ from contact_center.demo import (
     load_demo,
 )
 from crm_core.db import Database
+from crm_core.identity import scan_duplicates
 from crm_core.models import CareTask
 from crm_core.models.base import utcnow
 from crm_core.services.care_tasks import create_task
@@ -95,6 +96,7 @@ async def test_no_console_link_is_broken(
     sqlite_db: Database, tmp_path: Path, login: str, password: str, language: str,
 ) -> None:
     await load_demo(sqlite_db, region="CN")
+    await scan_duplicates(sqlite_db)  # as `contact-center demo` does: the review queue
     client = await start_client(sqlite_db, tmp_path)
     try:
         response = await client.post("/console/login", data={"login": login,

@@ -223,6 +223,10 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
              form={"name": "Standard", "name_zh": "普通", "rank": "1"}),),
     ("POST", "/console/customers/classes/tiers/{code}/delete"): (
         Case(supervisors(303), params={"code": "=tier-{role}"}),),
+    ("GET", "/console/customers/duplicates"): (Case(supervisors()),
+                                               Case(supervisors(), query="source=scan")),
+    ("POST", "/console/customers/duplicates/{suggestion_id}/dismiss"): (
+        Case(supervisors(404), params={"suggestion_id": "=999999"}, note="no such suggestion"),),
     ("GET", "/console/customers/segments"): (Case(supervisors()),),
     ("POST", "/console/customers/segments"): (
         Case(supervisors(303), form={"segment_name": "Matrix {role}", "filter_json": "{}"}),),

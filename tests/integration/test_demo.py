@@ -234,6 +234,9 @@ def test_cli_demo_then_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     with sqlite3.connect(tmp_path / "cli.db") as conn:   # the reports' roll-ups are built
         assert conn.execute("SELECT count(*) FROM rollup_state").fetchone() == (1,)
         assert conn.execute("SELECT count(*) FROM rollup_channel_days").fetchone()[0] > 0
+        # the duplicate scan ran: the review queue shows the demo's look-alikes
+        assert conn.execute("SELECT count(*) FROM duplicate_suggestions "
+                            "WHERE source = 'scan'").fetchone()[0] > 0
 
     found = runner.invoke(main, ["customers", "search", "张"])
     assert found.exit_code == 0, found.output
