@@ -81,8 +81,9 @@ async def review_page(request: web.Request) -> web.StreamResponse:
     return page(request, "customers_duplicates.html", rows=rows, total=total, source=source,
                 sources=SOURCES, source_names=source_names, reasons=reason_names(gettext),
                 pager=Pager.of(request, page=number, page_size=PAGE_SIZE, total=total),
-                notice=gettext("Marked as not the same person.")
-                if request.query.get("notice") == "dismissed" else None)
+                notice={"dismissed": gettext("Marked as not the same person."),
+                        "merged": gettext("Records merged.")}.get(
+                    request.query.get("notice", "")))
 
 
 @requires(*SUPERVISORS)

@@ -52,7 +52,9 @@ async def test_supervisors_work_through_the_pairs(db: Database, tmp_path: Path) 
         assert [int(i) for i in ROW.findall(text)] == [strong, weak]
         assert "电话" in text and "重复扫描" in text  # what agrees, the source, in Chinese
         assert "生日" not in text  # a birthday that differs does not agree
-        assert f'href="/console/customers/{li[0]}/merge?other={li[1]}"' in text
+        merge_link = (f'href="/console/customers/{li[0]}/merge?other={li[1]}'
+                      f'&amp;next=/console/customers/duplicates"')
+        assert merge_link in text
         scanned = await (await client.get("/console/customers/duplicates?source=scan")).text()
         assert [int(i) for i in ROW.findall(scanned)] == [strong]
 
@@ -67,10 +69,20 @@ async def test_supervisors_work_through_the_pairs(db: Database, tmp_path: Path) 
         again = await client.post(f"/console/customers/duplicates/{weak}/dismiss",
                                   data={"_csrf": token.group(1)})
         assert again.status == 404
+        # Compare and merge from the queue comes back to the queue, the pair gone.
+        compare = await client.get(f"/console/customers/{li[0]}/merge",
+                                   params={"other": str(li[1]),
+                                           "next": "/console/customers/duplicates"})
+        assert 'name="next" value="/console/customers/duplicates"' in await compare.text()
+        merged = await client.post(f"/console/customers/{li[0]}/merge", data={
+            "_csrf": token.group(1), "other_id": str(li[1]),
+            "next": "/console/customers/duplicates"})
+        assert merged.status == 200 and str(merged.url).endswith("duplicates?notice=merged")
+        assert ROW.findall(await merged.text()) == []
     finally:
         await client.close()
     async with db.sessions() as session:
         row = await session.get(DuplicateSuggestion, weak)
         assert row is not None and row.status == "dismissed" and row.resolved_by == "agent:lead"
         assert (await session.scalar(select(DuplicateSuggestion.status).where(
-            DuplicateSuggestion.id == strong))) == "open"
+            DuplicateSuggestion.id == strong))) == "merged"
