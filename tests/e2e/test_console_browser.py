@@ -15,12 +15,12 @@ import contextlib
 import email
 import email.policy
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
@@ -64,12 +64,32 @@ def mail(subject: str, body: str, sender: str) -> bytes:
 
 
 @dataclass
+class GatedAdapter:
+    """An outbound adapter that sends only while its gate is open (the test decides
+    when a reply leaves)."""
+
+    inner: Any
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def channel(self) -> Any:
+        """The wrapped adapter's channel."""
+        return self.inner.channel
+
+    async def send(self, message: Any) -> str | None:
+        """Wait for the gate, then send."""
+        await self.gate.wait()
+        return cast("str | None", await self.inner.send(message))
+
+
+@dataclass
 class Console:
     """The running app, its URL and what runs behind it."""
 
     url: str
     app: web.Application
     database: Database
+    outbound: GatedAdapter
 
 
 @contextlib.asynccontextmanager
@@ -88,17 +108,20 @@ async def console(database: Database, mailbox: Mailbox, smtp: SmtpSink,
     adapter = SmtpAdapter(SmtpConfig(host=smtp.host, port=smtp.port, security="plain",
                                      from_address="support@shop.example",
                                      from_name="客服中心"), blobs)
+    gated = GatedAdapter(adapter)
+    gated.gate.set()
     registry = ChannelRegistry()
-    registry.register(adapter)
+    registry.register(gated)
     stop = asyncio.Event()
     background = [
         asyncio.create_task(reader.run(stop)),
         asyncio.create_task(engine.run("browser-test", stop, idle_wait=0.05)),
-        asyncio.create_task(dispatch_loop(OutboxDispatcher(database, registry, NO_WAIT), stop,
-                                          idle_wait=0.05)),
+        asyncio.create_task(dispatch_loop(OutboxDispatcher(database, registry, NO_WAIT,
+                                                           events=engine.events),
+                                          stop, idle_wait=0.05)),
     ]
     try:
-        yield Console(f"http://127.0.0.1:{port}", app, database)
+        yield Console(f"http://127.0.0.1:{port}", app, database, gated)
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*background, return_exceptions=True), 20)
@@ -199,13 +222,16 @@ async def test_an_agents_day_in_the_browser(
         await page.keyboard.press("r")
         await expect(page.get_by_test_id("reply-text")).to_be_focused()
         await page.keyboard.type("您好，已为您重新开具发票。")
+        running.outbound.gate.clear()  # the reply waits in the outbox for now
         await page.get_by_test_id("send-reply").click()
         await expect(page.get_by_test_id("timeline")).to_contain_text("已为您重新开具发票")
+        reply = page.get_by_test_id("timeline-item").filter(has_text="已为您重新开具发票")
+        await expect(reply.locator(".badge.outbox-pending, .badge.outbox-sending")).to_be_visible()
+        running.outbound.gate.set()
         sent = await wait_for_mail(smtp_sink, "已为您重新开具发票")
         assert sent["To"].addresses[0].addr_spec == "zhang.wei@example.cn"
         assert "发票抬头错了" in sent["Subject"]
-        await page.reload()  # the dispatcher announces no event: a reload shows "Sent"
-        reply = page.get_by_test_id("timeline-item").filter(has_text="已为您重新开具发票")
+        # The dispatcher's message.sent event refreshes the timeline: "Sent" without a reload.
         await expect(reply.locator(".badge.outbox-sent")).to_be_visible()
         # n: an internal note, sent with Ctrl+Enter; e: resolve.
         await page.keyboard.press("n")
