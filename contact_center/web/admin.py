@@ -170,7 +170,8 @@ async def agent_create(request: web.Request) -> web.StreamResponse:
                 email=text_value(form, "email", 320) or None,
                 phone=text_value(form, "phone", 100) or None, role=_role(form),
                 team_ids=int_list(form, "team_ids"), skills=_words(form, "skills"),
-                languages=_words(form, "languages"), capacity=_capacity(form))
+                languages=_words(form, "languages"), capacity=_capacity(form),
+                password_change_required=mode == "password")
             token = (await agent_admin.issue_setup_token(session, agent.id, actor=actor_of(admin))
                      if mode == "link" else None)
             agent = await get_agent(session, agent.id)

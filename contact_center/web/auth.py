@@ -147,6 +147,9 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise web.HTTPFound(f"{PREFIX}/login?next={quote(request.path_qs)}")
         if request.method in UNSAFE_METHODS and ctx.agent is not None:
             await _check_csrf(request, ctx)
+        if ctx.agent is not None and ctx.agent.password_change_required and not (
+                request.path.startswith(_WHILE_PASSWORD_CHANGE_REQUIRED)):
+            raise _to_password_change(request)
         response = await handler(request)
     except web.HTTPException as exc:
         response = _error_page(request, exc)
@@ -160,6 +163,21 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
                 hook()
     _security_headers(response)
     return response
+
+
+ACCOUNT_PASSWORD = f"{PREFIX}/account/password"
+_WHILE_PASSWORD_CHANGE_REQUIRED = (ACCOUNT_PASSWORD, f"{PREFIX}/logout", f"{PREFIX}/language",
+                                   f"{PREFIX}/static/")
+
+
+def _to_password_change(request: web.Request) -> web.HTTPException:
+    """An agent signed in with a password an administrator gave them: the console asks
+    for their own first (pages redirect there; API calls and sockets are refused)."""
+    if _wants_json(request) or request.path.startswith(f"{PREFIX}/ws") or (
+            request.method in UNSAFE_METHODS):
+        return web.HTTPForbidden(text=json.dumps({"error": "choose your own password first"}),
+                                 content_type="application/json")
+    return web.HTTPSeeOther(f"{ACCOUNT_PASSWORD}?next={quote(request.path_qs)}")
 
 
 _ERROR_TITLES = {403: "Not allowed", 404: "Not found"}
@@ -441,6 +459,48 @@ async def reset_submit(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound(f"{PREFIX}/login")
 
 
+async def account_password_page(request: web.Request) -> web.StreamResponse:
+    """Change one's own password (required first after a one-time password)."""
+    from contact_center.web.render import page
+
+    current_agent(request)
+    return page(request, "account_password.html", error=None,
+                next=_safe_next(request.query.get("next")))
+
+
+async def account_password_submit(request: web.Request) -> web.StreamResponse:
+    """Check the current password, set the new one; the agent's other sessions end."""
+    from contact_center.web.render import page
+    from crm_core.errors import ValidationError
+    from crm_core.services.agents import change_own_password
+
+    agent = current_agent(request)
+    ctx = context(request)
+    form = await request.post()
+    back = _safe_next(str(form.get("next", "")) or None)
+    new = str(form.get("password", ""))
+
+    def refused(message: str) -> web.Response:
+        return page(request, "account_password.html", status=400, error=message, next=back)
+
+    if new != str(form.get("password_again", "")):
+        return refused(ctx.gettext("The two passwords differ."))
+    if len(new) < auth_service.MIN_PASSWORD_LENGTH:
+        return refused(ctx.gettext("Use at least {count} characters.",
+                                   count=auth_service.MIN_PASSWORD_LENGTH))
+    try:
+        async with request.app[DATABASE].transaction() as session:
+            await change_own_password(session, agent.id, str(form.get("current_password", "")),
+                                      new)
+            await auth_service.end_other_sessions(session, agent.id, ctx.session_token)
+    except ValidationError as exc:
+        return refused(ctx.gettext("That is not your current password.")
+                       if exc.field == "current_password"
+                       else ctx.gettext("Choose a password other than the current one."))
+    log.info("console.password_changed", agent_id=agent.id)
+    raise web.HTTPSeeOther(back)
+
+
 def setup_auth(app: web.Application, database: Database, secret: bytes,
                public_base: str | None, *, session_cache_seconds: float = 5.0) -> None:
     """Install the middleware and the login routes."""
@@ -454,6 +514,8 @@ def setup_auth(app: web.Application, database: Database, secret: bytes,
     app.router.add_post(f"{PREFIX}/login", login_submit)
     app.router.add_post(f"{PREFIX}/logout", logout)
     app.router.add_post(f"{PREFIX}/language", set_language)
+    app.router.add_get(ACCOUNT_PASSWORD, account_password_page)
+    app.router.add_post(ACCOUNT_PASSWORD, account_password_submit)
     app.router.add_get(f"{PREFIX}/reset", reset_request_page)
     app.router.add_post(f"{PREFIX}/reset", reset_request_submit)
     app.router.add_get(f"{PREFIX}/reset/{{token}}", reset_page)

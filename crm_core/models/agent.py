@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Column, ForeignKey, Integer, String, Table, Text
+from sqlalchemy import Boolean, Column, ForeignKey, Integer, String, Table, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_core.models.base import Base, utcnow
@@ -64,6 +64,10 @@ class Agent(Base):
     """The console's language for this agent: ``zh-CN`` or ``en``."""
     failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None]
+    password_change_required: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false())
+    """Set when an administrator gave the password (a one-time one): the console asks
+    the agent for their own before anything else."""
 
     teams: Mapped[list[Team]] = relationship(
         secondary=agent_teams, back_populates="agents", lazy="raise"

@@ -157,10 +157,12 @@ async def create_agent_account(
     skills: Sequence[str],
     languages: Sequence[str],
     capacity: int,
+    password_change_required: bool = False,
 ) -> Agent:
     """Create an agent with the profile an administrator fills in: ``create_agent`` (audited
     ``create``), then the fields it does not take (phone, checked e-mail), audited as an
-    ``update`` when given."""
+    ``update`` when given. ``password_change_required``: the password is a one-time one
+    the administrator passes on; the agent chooses their own at the first sign-in."""
     from crm_core.services.agents import create_agent
 
     teams = list(await session.scalars(select(Team).where(Team.id.in_(list(team_ids))))) \
@@ -173,6 +175,7 @@ async def create_agent_account(
         session, login=login, display_name=display_name, password=password, actor=actor,
         role=role, skills=check_list(skills, "skills"),
         languages=check_list(languages, "languages"), capacity=capacity, teams=teams)
+    agent.password_change_required = password_change_required
     return await update_agent(
         session, agent.id, actor=actor, region=region, display_name=agent.display_name,
         email=email, phone=phone, role=role, team_ids=[t.id for t in teams],
@@ -184,7 +187,7 @@ async def reset_to_generated_password(session: AsyncSession, agent_id: int, *,
     """Give an agent a new random password (returned once, stored only as a hash); their
     sessions end and a lock-out is lifted."""
     password = generate_password()
-    await set_password(session, agent_id, password, actor=actor)
+    await set_password(session, agent_id, password, actor=actor, change_required=True)
     agent = await get_agent(session, agent_id)
     agent.failed_logins = 0
     agent.locked_until = None

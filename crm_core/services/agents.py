@@ -91,15 +91,32 @@ async def create_agent(
     return agent
 
 
-async def set_password(session: AsyncSession, agent_id: int, password: str, *, actor: str) -> None:
-    """Replace an agent's password (the hash only is stored, and never audited)."""
+async def set_password(session: AsyncSession, agent_id: int, password: str, *, actor: str,
+                       change_required: bool = False) -> None:
+    """Replace an agent's password (the hash only is stored, and never audited).
+    ``change_required``: an administrator gave it, the agent must choose their own."""
     agent = await session.get(Agent, agent_id)
     if agent is None:
         raise NotFoundError("agent", agent_id)
     agent.password_hash = await asyncio.to_thread(hash_password, password)
+    agent.password_change_required = change_required
     audit.record(
         session, actor=actor, action="password", entity_type="agent", entity_id=agent_id
     )
+
+
+async def change_own_password(session: AsyncSession, agent_id: int, current: str,
+                              new: str) -> None:
+    """An agent replaces their password: the current one must match, the new one must be
+    long enough and differ from it. Clears ``password_change_required``."""
+    agent = await session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFoundError("agent", agent_id)
+    if not await asyncio.to_thread(verify_password, agent.password_hash, current):
+        raise ValidationError("current_password", "********", "is not your current password")
+    if new == current:
+        raise ValidationError("new_password", "********", "must differ from the current one")
+    await set_password(session, agent_id, new, actor=agent.login)
 
 
 async def authenticate(session: AsyncSession, login: str, password: str) -> Agent | None:

@@ -116,6 +116,13 @@ async def load_session(
     return row, agent
 
 
+async def end_other_sessions(session: AsyncSession, agent_id: int, keep_token: str) -> None:
+    """End every session of the agent but the one behind ``keep_token`` (after a password
+    change: whoever knew the old password is signed out elsewhere)."""
+    await session.execute(delete(AgentSession).where(
+        AgentSession.agent_id == agent_id, AgentSession.token_hash != token_hash(keep_token)))
+
+
 async def end_session(session: AsyncSession, token: str) -> None:
     """Log out: the session is gone."""
     await session.execute(delete(AgentSession).where(AgentSession.token_hash == token_hash(token)))

@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -17,7 +18,15 @@ from contact_center.settings import Settings
 from crm_core.db import Database
 from crm_core.models import Agent, AgentRole, AgentSession, AuditLog, CannedResponse
 from crm_core.services.agents import get_agent
-from tests.integration.areas_support import World, actor, app_client, ids_in, seed_world
+from tests.integration.areas_support import (
+    PASSWORD,
+    World,
+    actor,
+    app_client,
+    ids_in,
+    seed_world,
+)
+from tests.integration.console_support import second_client
 
 
 @pytest.fixture
@@ -306,3 +315,89 @@ async def test_audit_log_filters_and_pages(client: TestClient, world: World,
     assert "北京" in html  # before and after, readable
     bad = await admin.get("/console/admin/audit?date_from=yesterday")
     assert "Please check" in await bad.text()
+
+
+async def test_a_one_time_password_is_replaced_at_the_first_sign_in(
+    client: TestClient, world: World, db: Database,
+) -> None:
+    """The console asks for the agent's own password before anything else; the one-time
+    password stops working; an administrator's reset asks again."""
+    admin = actor(client, world, "admin")
+    response = await admin.post("/console/admin/agents/new", {
+        "login": "new.hire", "display_name": "New Hire", "role": "agent", "capacity": "5",
+        "credential": "password"})
+    found = re.search(r'data-testid="one-time-password">([^<]+)<', await response.text())
+    assert found is not None
+    one_time = found.group(1)
+    browser = await second_client(client)  # a browser of its own, keeping its cookies
+    try:
+        await _first_sign_in(browser, one_time)
+    finally:
+        await browser.session.close()
+    assert await login_status(client, "new.hire", one_time) == 401
+    assert await login_status(client, "new.hire", "my own passphrase") == 302
+    async with db.sessions() as session:
+        agent = await session.scalar(select(Agent).where(Agent.login == "new.hire"))
+        assert agent is not None and agent.password_change_required is False
+    # an administrator's reset gives a one-time password again
+    reset = await admin.post(f"/console/admin/agents/{agent.id}/password",
+                             {"credential": "password"})
+    assert reset.status == 200
+    async with db.sessions() as session:
+        again = await session.get(Agent, agent.id)
+        assert again is not None and again.password_change_required is True
+
+
+async def _first_sign_in(client: TestClient, one_time: str) -> None:
+    assert await login_status(client, "new.hire", one_time) == 302
+
+    page = await client.get("/console/customers?q=x", allow_redirects=False)
+    assert page.status == 303, page.headers.get("Location")
+    assert page.headers["Location"] == "/console/account/password?next=/console/customers?q%3Dx"
+    json_call = await client.get("/console/inbox.json", allow_redirects=False,
+                                 headers={"Accept": "application/json"})
+    assert json_call.status == 403
+    form_page = await client.get("/console/account/password?next=/console/customers")
+    html = await form_page.text()
+    assert 'data-testid="password-change-required"' in html
+    csrf = re.search(r'name="_csrf" value="([^"]+)"', html)
+    assert csrf is not None
+
+    async def change(current: str, new: str, again: str | None = None) -> Any:
+        return await client.post("/console/account/password", allow_redirects=False, data={
+            "_csrf": csrf.group(1), "current_password": current, "password": new,
+            "password_again": again or new, "next": "/console/customers"})
+
+    assert (await change("not it at all", "my own passphrase")).status == 400
+    assert (await change(one_time, one_time)).status == 400  # the same one again
+    assert (await change(one_time, "my own passphrase", "another one")).status == 400
+    done = await change(one_time, "my own passphrase")
+    assert done.status == 303 and done.headers["Location"] == "/console/customers"
+    assert (await client.get("/console/customers", allow_redirects=False)).status == 200
+
+
+async def test_changing_ones_password_ends_the_other_sessions(
+    client: TestClient, world: World, db: Database,
+) -> None:
+    """Agent A changes their password in one browser; their other browser is signed out."""
+    other_browser = actor(client, world, "agent_a")
+    assert (await other_browser.get("/console/customers")).status == 200
+    password = PASSWORD
+    browser = await second_client(client)
+    try:
+        await _change_in(browser, password)
+    finally:
+        await browser.session.close()
+    assert (await other_browser.get("/console/customers")).status == 302  # to the login
+
+
+async def _change_in(client: TestClient, password: str) -> None:
+    assert await login_status(client, "agent-a", password) == 302
+    form = await (await client.get("/console/account/password")).text()
+    csrf = re.search(r'name="_csrf" value="([^"]+)"', form)
+    assert csrf is not None and 'data-testid="password-change-required"' not in form
+    done = await client.post("/console/account/password", allow_redirects=False, data={
+        "_csrf": csrf.group(1), "current_password": password,
+        "password": "a brand new passphrase", "password_again": "a brand new passphrase"})
+    assert done.status == 303
+    assert (await client.get("/console/customers", allow_redirects=False)).status == 200

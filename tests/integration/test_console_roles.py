@@ -94,6 +94,10 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
                                        note="ending the sessions: see test_console_auth"),),
     ("POST", "/console/language"): (Case(everyone(302), form={"language": "en",
                                                               "next": "/console/customers"}),),
+    ("GET", "/console/account/password"): (Case(logged_in()),),
+    ("POST", "/console/account/password"): (
+        Case(logged_in(400), form={"current_password": "wrong", "password": "a",
+                                   "password_again": "b"}),),
     ("GET", "/console/reset"): (Case(everyone(200)),),
     ("POST", "/console/reset"): (Case(everyone(200), form={"login": "nobody"}),),
     ("GET", "/console/reset/{token}"): (Case(everyone(200), params={"token": "=invalid"}),),
