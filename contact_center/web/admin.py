@@ -35,6 +35,7 @@ from contact_center.web.areas import (
     text_value,
 )
 from contact_center.web.auth import DATABASE, PREFIX, PUBLIC_BASE, context, current_agent, requires
+from contact_center.web.display import Display
 from contact_center.web.forms import actor_of
 from contact_center.web.render import page
 from crm_core.errors import CrmError, NotFoundError, ValidationError
@@ -555,7 +556,8 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
     pager = Pager.of(request, page=page_number(request), page_size=50,
                      total=result.total if result else 0)
     return page(request, "admin_audit.html", result=result, error=error, params=request.query,
-                pager=pager, when=lambda v: local_time(v, zone), pretty=pretty, **vocabulary)
+                pager=pager, when=lambda v: local_time(v, zone), pretty=pretty,
+                show=Display(context(request).language, zone.key), **vocabulary)
 
 
 # -- routes -----------------------------------------------------------------------------

@@ -30,6 +30,31 @@ def _labels(_: Callable[..., str]) -> dict[str, dict[str, str]]:
                      "webchat": _("Web chat"), "external": _("External id")},
         "outbox": {"pending": _("Queued"), "sending": _("Sending"), "sent": _("Sent"),
                    "failed": _("Failed")},
+        # the audit log's words (codes stay as they are stored; unknown ones show raw)
+        "audit_action": {
+            "create": _("created"), "update": _("changed"), "delete": _("deleted"),
+            "restore": _("restored"), "merge": _("merged"), "merged_into": _("merged into"),
+            "erase": _("erased"), "export": _("exported"), "import": _("imported"),
+            "login": _("signed in"), "lock": _("locked out"), "password": _("password set"),
+            "reset_link": _("set-up link issued"), "reply": _("replied"),
+            "snooze": _("snoozed"), "unsnooze": _("woken"), "cancel": _("cancelled"),
+            "complete": _("completed"), "move": _("moved"), "payment": _("payment"),
+            "reclassify": _("reclassified"), "lifecycle": _("lifecycle changed"),
+            "opt_out": _("opted out"), "enable": _("enabled"), "disable": _("disabled"),
+            "revoke": _("revoked"), "trigger": _("triggered"),
+            "dismiss_duplicate": _("not the same person"), "load_demo": _("demo loaded"),
+        },
+        "record_type": {
+            "customer": _("Customer"), "agent": _("Agent"), "team": _("Team"),
+            "ticket": _("Ticket"), "conversation": _("Conversation"),
+            "organization": _("Organization"), "opportunity": _("Deal"),
+            "order": _("Order"), "contract": _("Contract"), "campaign": _("Campaign"),
+            "care_task": _("Care task"), "segment": _("Segment"),
+            "canned_response": _("Canned response"), "kb_article": _("Knowledge article"),
+            "bot_flows": _("Bot flows"), "api_token": _("API token"),
+            "webhook": _("Webhook"), "customer_import": _("Customer import"),
+            "demo": _("Demo data"),
+        },
     }
 
 

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select, update
 
 from contact_center.settings import Settings
+from contact_center.web.display import Display
 from crm_core.db import Database
 from crm_core.models import Agent, AgentRole, AgentSession, AuditLog, CannedResponse
 from crm_core.services.agents import get_agent
@@ -313,6 +314,8 @@ async def test_audit_log_filters_and_pages(client: TestClient, world: World,
     html = await (await admin.get(f"/console/admin/audit?entity_id={customer_id}"
                                   "&entity_type=customer")).text()
     assert "北京" in html  # before and after, readable
+    assert ">changed</td>" in html and "Customer #" in html  # words, not stored codes
+    assert Display("zh-CN", "Asia/Shanghai").label("audit_action", "update") == "修改"
     bad = await admin.get("/console/admin/audit?date_from=yesterday")
     assert "Please check" in await bad.text()
 
