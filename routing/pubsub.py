@@ -23,10 +23,13 @@ LAST_RETRY_SECONDS = 30.0
 
 async def subscribe_forever(redis: Any, channel: str, on_message: Callable[[Any], None],
                             subscribed: asyncio.Event, *, name: str,
+                            first_attempt: asyncio.Event | None = None,
                             **context: Any) -> None:
     """Hand every message published on ``channel`` to ``on_message`` until cancelled;
-    ``subscribed`` is set while the subscription stands. ``name`` prefixes the log
-    events (``<name>.redis_subscribed``, ``<name>.redis_subscription_lost``)."""
+    ``subscribed`` is set while the subscription stands, ``first_attempt`` once the first
+    try has either subscribed or failed (a node starting while Redis is down need not
+    wait for it). ``name`` prefixes the log events (``<name>.redis_subscribed``,
+    ``<name>.redis_subscription_lost``)."""
     delay = FIRST_RETRY_SECONDS
     while True:
         pubsub = redis.pubsub()
@@ -38,6 +41,8 @@ async def subscribe_forever(redis: Any, channel: str, on_message: Callable[[Any]
                     continue
                 if message.get("type") == "subscribe":
                     subscribed.set()
+                    if first_attempt is not None:
+                        first_attempt.set()
                     delay = FIRST_RETRY_SECONDS
                     log.info(f"{name}.redis_subscribed", channel=channel, **context)
                 elif message.get("type") == "message":
@@ -46,6 +51,8 @@ async def subscribe_forever(redis: Any, channel: str, on_message: Callable[[Any]
             raise
         except Exception as exc:
             subscribed.clear()
+            if first_attempt is not None:
+                first_attempt.set()
             log.warning(f"{name}.redis_subscription_lost", channel=channel,
                         error=f"{type(exc).__name__}: {exc}", retry_in=delay)
             await asyncio.sleep(delay)

@@ -148,6 +148,7 @@ class WebchatHub:
         self._sockets: dict[str, set[Connection]] = defaultdict(set)
         self._subscriber: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._first_attempt = asyncio.Event()
 
     # --- sockets ---------------------------------------------------------------------
 
@@ -232,14 +233,15 @@ class WebchatHub:
         if self.redis is None or self._subscriber is not None:
             return
         self._subscriber = asyncio.create_task(self._subscribe_forever(), name="webchat-redis")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._subscribed.wait(), wait_seconds)
+        with contextlib.suppress(TimeoutError):  # subscribed, or the first try failed
+            await asyncio.wait_for(self._first_attempt.wait(), wait_seconds)
         if not self._subscribed.is_set():
             log.warning("webchat.redis_subscribe_slow", channel=self.channel)
 
     async def _subscribe_forever(self) -> None:
         await subscribe_forever(self.redis, self.channel, self._deliver_remote,
-                                self._subscribed, name="webchat", node=self.node_id)
+                                self._subscribed, name="webchat", node=self.node_id,
+                                first_attempt=self._first_attempt)
 
     def _deliver_remote(self, data: Any) -> None:
         try:

@@ -191,6 +191,7 @@ class LiveHub:
         self._tasks: list[asyncio.Task[None]] = []
         self._redis: Any = None
         self.subscribed = asyncio.Event()
+        self._first_attempt = asyncio.Event()
         self.observers: list[Callable[[Event], None]] = []
         """Called with every event, this process's and (scale-out) the others'."""
 
@@ -271,6 +272,7 @@ class LiveHub:
 
         self._redis = Redis.from_url(self.redis_url)
         await subscribe_forever(self._redis, self.channel, self.from_redis, self.subscribed,
+                                first_attempt=self._first_attempt,
                                 name="console.live")
 
     async def _check_sessions(self) -> None:
@@ -307,8 +309,10 @@ class LiveHub:
         if self.redis_url:
             self._tasks.append(asyncio.create_task(self._subscribe_forever(),
                                                    name="console-live-redis"))
+            # Until the first try has subscribed (or failed: Redis down, the node serves
+            # without other nodes' events and keeps trying).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.subscribed.wait(), wait_seconds)
+                await asyncio.wait_for(self._first_attempt.wait(), wait_seconds)
 
     async def close(self) -> None:
         """Server shutdown: close every socket (1001 going away), stop the tasks."""
