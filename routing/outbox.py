@@ -110,6 +110,7 @@ async def enqueue_reply(
     automated: bool = False,
     attachments: list[dict[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
+    ticket_number: str | None = None,
 ) -> OutboxMessage:
     """Log an outbound interaction and queue its delivery, in the caller's transaction.
 
@@ -119,6 +120,8 @@ async def enqueue_reply(
     an e-mail address while nobody was online (``reply_by_email``) is answered by e-mail.
     The agent's name travels along for channels that show it. ``extra`` goes into the
     message's metadata (the bot's ``buttons``) and onto the interaction's ``meta``.
+    ``ticket_number``: the conversation's ticket when the caller has it (routing does),
+    else it is looked up.
     """
     if channel == Channel.WEBCHAT and to.email and await _wants_email(session, conversation):
         # The visitor left an address when nobody was online: continue by e-mail.
@@ -131,12 +134,13 @@ async def enqueue_reply(
             references=(in_reply_to,) if in_reply_to else (),
             chat_id=conversation.thread_key,
         )
-    ticket_number = await session.scalar(
-        select(Ticket.number)
-        .where(Ticket.conversation_id == conversation.id)
-        .order_by(Ticket.id.desc())
-        .limit(1)
-    )
+    if ticket_number is None:
+        ticket_number = await session.scalar(
+            select(Ticket.number)
+            .where(Ticket.conversation_id == conversation.id)
+            .order_by(Ticket.id.desc())
+            .limit(1)
+        )
     metadata: dict[str, Any] = {
         "language": customer.language,
         "ticket_number": ticket_number,

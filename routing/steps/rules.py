@@ -68,6 +68,7 @@ async def _auto_reply(ctx: RoutingContext, template: str) -> None:
         subject=_reply_subject(ctx),
         in_reply_to=ctx.envelope.thread.message_id,
         automated=True,
+        ticket_number=ctx.ticket.number if ctx.ticket else None,
     )
 
 

@@ -78,7 +78,8 @@ async def ticket(ctx: RoutingContext) -> None:
         ctx.hit("ticket:skipped-bot")
         return
     conversation = ctx.require_conversation()
-    current = await ctx.session.scalar(
+    # A conversation this envelope opened has no ticket yet: no need to look.
+    current = None if ctx.conversation_created else await ctx.session.scalar(
         select(Ticket)
         .where(Ticket.conversation_id == conversation.id)
         .order_by(Ticket.id.desc())
