@@ -7,6 +7,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 # The self-service bot answers these channels under `make run` (flows: config/flows.toml).
 BOT_CHANNELS ?= {"telegram": "bot", "webchat": "bot"}
+# Pages that may open a web chat: this server's own (its /webchat/try sample page).
+CHAT_ORIGINS ?= ["http://$(HOST):$(PORT)", "http://localhost:$(PORT)"]
 
 .PHONY: install run test bench lint clean vendor
 
@@ -26,8 +28,10 @@ run: install
 	@echo ""
 	@echo "  Contact center: http://$(HOST):$(PORT)/   (health: /healthz, /readyz)"
 	@echo "  Demo login:     admin / admin-demo-2026   (agents: <login> / agent-demo-2026)"
+	@echo "  Try the chat:   http://$(HOST):$(PORT)/webchat/try   (the web chat and its bot, as a customer)"
 	@echo ""
-	CC_BOT__CHANNELS='$(BOT_CHANNELS)' $(BIN)/contact-center serve --host $(HOST) --port $(PORT)
+	CC_BOT__CHANNELS='$(BOT_CHANNELS)' CC_WEBCHAT__ALLOWED_ORIGINS='$(CHAT_ORIGINS)' \
+		$(BIN)/contact-center serve --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest -q
