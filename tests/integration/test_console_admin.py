@@ -185,7 +185,7 @@ async def test_password_reset_by_admin(client: TestClient, world: World, db: Dat
     async with db.sessions() as session:
         actions = list(await session.scalars(select(AuditLog.action).where(
             AuditLog.entity_type == "agent", AuditLog.entity_id == str(agent_id),
-            AuditLog.actor == "agent:admin")))
+            AuditLog.actor == "agent:admin").order_by(AuditLog.id)))
     assert actions == ["password", "reset_link"]
 
 

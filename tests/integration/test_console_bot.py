@@ -71,7 +71,8 @@ async def test_supervisor_manages_articles_and_the_bot_uses_them(
     async with db.sessions() as session:
         assert await session.get(KnowledgeArticle, article_id) is None
         actions = [a.action for a in (await session.scalars(
-            select(AuditLog).where(AuditLog.entity_type == "kb_article"))).all()]
+            select(AuditLog).where(AuditLog.entity_type == "kb_article")
+            .order_by(AuditLog.id))).all()]
     assert actions == ["create", "update", "delete"]
 
 

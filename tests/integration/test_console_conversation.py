@@ -163,7 +163,8 @@ async def test_the_timeline_holds_every_channel_of_the_customer(desk: Desk) -> N
     assert "3:05" in html and 'href="https://api.twilio.example/rec/RE1"' in html
     assert f'href="/console/conversations/{chat.conversation_id}"' in html
     assert 'data-testid="customer-card"' in html and "zhang.wei@example.cn" in html
-    assert 'data-live="interaction.logged ticket.updated"' in html
+    assert ('data-live="interaction.logged ticket.updated message.sent message.failed"'
+            in html)  # a reply's delivery state shows live too
 
 
 async def test_reply_goes_to_the_outbox_on_the_conversations_channel(desk: Desk) -> None:
