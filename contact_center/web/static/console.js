@@ -32,9 +32,14 @@
     });
   }
 
+  // A burst of events reloads a region once: 250 ms after the first, and a region is
+  // reloaded at most once a second (a busy center's events would otherwise make every
+  // console ask the server again and again).
+  const lastLoaded = new WeakMap();
   function refresh(element) {
     if (pendingRefresh.get(element)) { return; }
     pendingRefresh.set(element, true);
+    const since = Date.now() - (lastLoaded.get(element) || 0);
     setTimeout(function () {
       pendingRefresh.delete(element);
       const active = document.activeElement;
@@ -42,8 +47,9 @@
         refresh(element);  // the agent is typing in this region: reload it afterwards
         return;
       }
+      lastLoaded.set(element, Date.now());
       load(element);
-    }, 250);
+    }, Math.max(250, 1000 - since));
   }
   window.ccRefresh = refresh;
 
