@@ -43,7 +43,7 @@ from contact_center.app import ENGINE_KEY, SETTINGS_KEY
 from contact_center.web.auth import DATABASE, PREFIX, PUBLIC_BASE, context, current_agent
 from contact_center.web.policy import can_see_conversation, can_see_customer, is_supervisor
 from crm_core.db import Database
-from crm_core.models import Agent, Conversation, Customer, Interaction, Ticket
+from crm_core.models import Agent, Conversation, Customer, Interaction, Ticket, agent_teams
 from crm_core.services import sessions as session_service
 from routing.events import Event, EventBus
 from routing.pubsub import subscribe_forever
@@ -276,16 +276,27 @@ class LiveHub:
                                 name="console.live")
 
     async def _check_sessions(self) -> None:
-        """Close the sockets of sessions that ended (logout, expiry, disabled agent)."""
+        """Every minute: close the sockets of sessions that ended (logout, expiry, disabled
+        agent), and take up changes of role and teams, so an agent taken out of a team
+        stops getting its events without having to reconnect."""
         while True:
             await asyncio.sleep(SESSION_CHECK_SECONDS)
-            for client in list(self.clients):
-                async with self.database.transaction() as session:
-                    found = await session_service.load_session(session, client.session_token)
-                if found is None:
-                    log.info("console.live_session_ended", agent_id=client.agent.id)
-                    await client.close(WSCloseCode.POLICY_VIOLATION, b"session ended")
-                    self.clients.discard(client)
+            await self.check_sessions()
+
+    async def check_sessions(self) -> None:
+        """One round of ``_check_sessions``."""
+        for client in list(self.clients):
+            async with self.database.transaction() as session:
+                found = await session_service.load_session(session, client.session_token)
+                teams = set(await session.scalars(
+                    select(agent_teams.c.team_id).where(agent_teams.c.agent_id == found[1].id)
+                )) if found is not None else set()
+            if found is None:
+                log.info("console.live_session_ended", agent_id=client.agent.id)
+                await client.close(WSCloseCode.POLICY_VIOLATION, b"session ended")
+                self.clients.discard(client)
+                continue
+            client.agent, client.team_ids = found[1], teams
 
     # -- sockets ------------------------------------------------------------------------
 

@@ -12,10 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from sqlalchemy import delete, select
 
 from contact_center.web.live import LIVE_HUB, REDIS_CHANNEL
 from crm_core.db import Database
-from crm_core.models import AgentRole
+from crm_core.models import AgentRole, Team, agent_teams
 from routing.engine import RoutingEngine
 from routing.events import Event, EventBus, RedisEventForwarder
 from tests.conftest import REDIS_URL
@@ -204,3 +205,24 @@ async def test_redis_events_from_other_nodes_are_forwarded_once(
     finally:
         await built.wang_client.close()
         await built.li_client.close()
+
+
+async def test_a_team_change_reaches_an_open_socket(room: Room, db: Database) -> None:
+    """wang leaves the VIP desk: after the hub's periodic session check, the desk's queue
+    events stop reaching his open socket (no reconnect needed)."""
+    async with db.sessions() as session:
+        desk = await session.scalar(select(Team.id).where(Team.name == "VIP desk"))
+    queued = await seed_conversation(db, name="钱女士", email="qian@example.cn",
+                                     assignee_id=None, team_id=desk)
+    event = Event("interaction.logged", {"conversation_id": queued.conversation_id,
+                                         "customer_id": queued.customer_id})
+    wang_ws = await connected(room.wang_client)
+    hub = room.wang_client.server.app[LIVE_HUB]
+    await room.engine.events.publish([event])
+    assert [f["name"] for f in await frames(wang_ws)] == ["interaction.logged"]
+    async with db.transaction() as session:
+        await session.execute(delete(agent_teams).where(agent_teams.c.agent_id == room.wang))
+    await hub.check_sessions()
+    await room.engine.events.publish([event])
+    assert await frames(wang_ws) == []
+    await wang_ws.close()
