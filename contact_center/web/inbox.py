@@ -245,7 +245,11 @@ def _base(agent: Agent, team_ids: set[int], filters: InboxFilters, now: datetime
     return (
         select(*columns)
         .select_from(Conversation)
-        .join(Ticket, Ticket.id == latest_ticket_id())
+        # The first condition is implied by the second; it lets the database start from
+        # the tickets the status filter picks (an index) instead of every conversation
+        # ever held (measured: 205,000 conversations, 5,000 active).
+        .join(Ticket, and_(Ticket.conversation_id == Conversation.id,
+                           Ticket.id == latest_ticket_id()))
         .join(Customer, Customer.id == Conversation.customer_id)
         .where(conversation_filter(agent, team_ids),
                *filter_conditions(filters, now, sqlite=sqlite))

@@ -95,6 +95,10 @@ class Ticket(Base):
     __tablename__ = "tickets"
     __table_args__ = (
         Index("ix_tickets_status_priority", "status", "priority"),
+        # A conversation's newest ticket (the inbox, every page): max(id) per conversation
+        # from this index. Without it PostgreSQL walks the primary key backwards and
+        # filters, reading about half the table per conversation.
+        Index("ix_tickets_conversation_newest", "conversation_id", "id"),
         Index("ix_tickets_created_at", "created_at"),
         Index("ix_tickets_resolved_at", "resolved_at"),
         # Roll-up refresh: what changed since the watermark.
