@@ -142,7 +142,8 @@ async def card_values(session: AsyncSession, agent: Agent, team_ids: set[int],
         duplicates.append({"suggestion": suggestion, "other": other if visible else None,
                            "score": round(suggestion.score * 100 if suggestion.score <= 1
                                           else suggestion.score),
-                           "reasons": sorted((suggestion.reasons or {}).keys())})
+                           "reasons": sorted(key for key, value in
+                                             (suggestion.reasons or {}).items() if value > 0)})
     return {
         "customer": customer, "owner": owner, "tier_name": _class_name(tier, language),
         "category_name": _class_name(category, language), "tiers": tiers,

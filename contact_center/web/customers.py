@@ -67,7 +67,7 @@ from contact_center.web.auth import (
     requires,
 )
 from contact_center.web.customer360 import customer_visible
-from contact_center.web.forms import actor_of, safe_next
+from contact_center.web.forms import actor_of, safe_next, with_notice
 from contact_center.web.policy import conversation_filter, customer_filter, is_supervisor
 from contact_center.web.render import page
 from crm_core.errors import CrmError, NotFoundError, ValidationError
@@ -619,8 +619,8 @@ async def merge(request: web.Request) -> web.StreamResponse:
         raise web.HTTPConflict(text=error_message(gettext, exc)) from None
     log.info("console.customers_merged", agent_id=agent.id, survivor_id=survivor,
              merged_id=merged)
-    back = safe_next(form.get("next"), f"{AREA}/{survivor}/edit")
-    raise web.HTTPSeeOther(f"{back}{'&' if '?' in back else '?'}notice=merged")
+    raise web.HTTPSeeOther(with_notice(safe_next(form.get("next"), f"{AREA}/{survivor}/edit"),
+                                       "merged"))
 
 
 # -- import and export ------------------------------------------------------------------

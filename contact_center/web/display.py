@@ -30,6 +30,13 @@ def _labels(_: Callable[..., str]) -> dict[str, dict[str, str]]:
                      "webchat": _("Web chat"), "external": _("External id")},
         "outbox": {"pending": _("Queued"), "sending": _("Sending"), "sent": _("Sent"),
                    "failed": _("Failed")},
+        "match_reason": {
+            "name": _("Name"), "phone": _("Phone"), "email": _("E-mail"),
+            "birthday": _("Birthday"), "city": _("City"), "address": _("Address"),
+            "shared_handles": _("Shared contact details"),
+        },
+        "duplicate_source": {"routing": _("Routing (a new contact)"),
+                             "scan": _("Duplicate scan")},
         # the audit log's words (codes stay as they are stored; unknown ones show raw)
         "audit_action": {
             "create": _("created"), "update": _("changed"), "delete": _("deleted"),

@@ -14,39 +14,38 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import aliased, selectinload
 
-from contact_center.web.areas import Pager, page_number
+from contact_center.web.areas import Pager, business_zone, page_number
 from contact_center.web.auth import DATABASE, PREFIX, context, current_agent, requires
-from contact_center.web.forms import FormProblem, actor_of, done, problem, safe_next
+from contact_center.web.customers import SUPERVISORS
+from contact_center.web.display import Display
+from contact_center.web.forms import (
+    FormProblem,
+    actor_of,
+    done,
+    problem,
+    safe_next,
+    with_notice,
+)
 from contact_center.web.render import page
 from crm_core.errors import CrmError
 from crm_core.identity import dismiss_suggestion
-from crm_core.models import AgentRole, Customer, DuplicateSuggestion
+from crm_core.models import Customer, DuplicateSuggestion
 from crm_core.services import audit
 
 log = structlog.get_logger(__name__)
 
 PATH = f"{PREFIX}/customers/duplicates"
 PAGE_SIZE = 50
-SUPERVISORS = (AgentRole.ADMIN, AgentRole.SUPERVISOR)
 SOURCES = ("routing", "scan")
 
 _FIRST = aliased(Customer, name="first_customer")
 _SECOND = aliased(Customer, name="second_customer")
 
 
-def reason_names(gettext: Any) -> dict[str, str]:
-    """What agreed between the two records, in the agent's language."""
-    return {
-        "name": gettext("Name"), "phone": gettext("Phone"), "email": gettext("E-mail"),
-        "birthday": gettext("Birthday"), "city": gettext("City"),
-        "address": gettext("Address"), "shared_handles": gettext("Shared contact details"),
-    }
-
-
-def _open_pairs(source: str | None) -> Any:
+def _open_pairs(source: str | None) -> Select[Any]:
     """Open suggestions whose two customers are both still active, strongest first."""
     query = (
         select(DuplicateSuggestion, _FIRST, _SECOND)
@@ -75,11 +74,10 @@ async def review_page(request: web.Request) -> web.StreamResponse:
             query.order_by(DuplicateSuggestion.score.desc(), DuplicateSuggestion.id)
             .options(selectinload(_FIRST.identities), selectinload(_SECOND.identities))
             .offset((number - 1) * PAGE_SIZE).limit(PAGE_SIZE)))
-    gettext = context(request).gettext
-    source_names = {"routing": gettext("Routing (a new contact)"),
-                    "scan": gettext("Duplicate scan")}
+    ctx = context(request)
+    gettext = ctx.gettext
     return page(request, "customers_duplicates.html", rows=rows, total=total, source=source,
-                sources=SOURCES, source_names=source_names, reasons=reason_names(gettext),
+                sources=SOURCES, show=Display(ctx.language, business_zone(request).key),
                 pager=Pager.of(request, page=number, page_size=PAGE_SIZE, total=total),
                 notice={"dismissed": gettext("Marked as not the same person."),
                         "merged": gettext("Records merged.")}.get(
@@ -104,8 +102,7 @@ async def dismiss(request: web.Request) -> web.StreamResponse:
         return problem(request, FormProblem(
             context(request).gettext("This suggestion is no longer open."), 404))
     log.info("console.duplicate_dismissed", agent_id=agent.id, suggestion_id=suggestion_id)
-    target = safe_next(form.get("next"), PATH)
-    return done(request, f"{target}{'&' if '?' in target else '?'}notice=dismissed")
+    return done(request, with_notice(safe_next(form.get("next"), PATH), "dismissed"))
 
 
 def setup_duplicates(app: web.Application) -> None:

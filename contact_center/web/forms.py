@@ -46,6 +46,11 @@ def safe_next(value: object, default: str) -> str:
     return default
 
 
+def with_notice(path: str, notice: str) -> str:
+    """``path`` with ``notice=…`` added to its query (the short confirmation a page shows)."""
+    return f"{path}{'&' if '?' in path else '?'}notice={notice}"
+
+
 def done(request: web.Request, target: str, **data: Any) -> web.StreamResponse:
     """Success: JSON for agent.js, else a redirect (303) back to ``target``."""
     if is_ajax(request):
